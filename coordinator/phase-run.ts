@@ -1,0 +1,394 @@
+/**
+ * Bookkeeping for one phase of the distributed run: which shard is held by which worker, which
+ * results are in, and what to re-issue when a worker is lost or too slow. It owns no sockets:
+ * the coordinator asks it what to send and tells it what arrived, which keeps it testable.
+ *
+ * Invariant: the result for shard s is the first valid one to arrive, whoever computed it; since
+ * results do not depend on who computes them, duplicates and re-runs cannot change the weights.
+ *
+ * Verified shards (--verify-fraction, see coordinator/verify.ts) are the exception: their result
+ * counts only once two different workers (different workerIds, same compute backend) returned
+ * bit-identical results. Each is handed to two workers at once; when their results differ, to a
+ * third, and so on until two agree. Every worker whose result differs from the agreed one is
+ * "convicted" (takeConvicted()); the coordinator bans it and discard() drops everything it
+ * contributed to this phase, so the phase never completes with a suspect gradient.
+ */
+import type { ShardResult } from '../shared/replica.ts';
+import type { PhasePlan } from '../shared/training-state.ts';
+
+export interface Assignee {
+  /** Connection-unique id. */
+  readonly sessionId: number;
+  /** Smoothed compute time per shard (ms); drives proportional assignment and deadlines. */
+  readonly msPerShard: number;
+  /** Identity across reconnects: a verified shard needs results from two different ones (default: the session). */
+  readonly workerId?: string;
+  /** Compute backend: verification compares only results computed on the same backend. */
+  readonly backend?: string;
+}
+
+export interface Assignment<W extends Assignee> {
+  worker: W;
+  shardIds: number[];
+  duplicate: boolean;
+  /** A second (or tie-breaking) opinion on verified shards. */
+  verify?: boolean;
+}
+
+/**
+ * - accepted: the shard's result is final (for a verified shard: a second worker agreed)
+ * - pending: a verified shard's first opinion; it waits for another worker's
+ * - disputed: a verified shard's opinions differ and none has a second vote yet; another worker decides
+ * - duplicate: the shard is final already and this result changes nothing (dropped)
+ * - other-backend: an opinion on a verified shard from a worker on another backend (not comparable; dropped)
+ * - wrong: the shard is final (verified) and this result differs from it: the sender is convicted
+ * - not-assigned: the shard was never handed to this worker
+ */
+export type ResultVerdict = 'accepted' | 'pending' | 'disputed' | 'duplicate' | 'other-backend' | 'wrong' | 'not-assigned';
+
+/** One worker's result for a verified shard. */
+interface Opinion<W> {
+  worker: W;
+  result: ShardResult;
+}
+
+const identityOf = (w: Assignee): string => w.workerId || `#${w.sessionId}`;
+const backendOf = (w: Assignee): string => w.backend ?? '';
+
+/** Bit-for-bit equality of two shard results: every gradient float's bits and the three statistics. */
+export function sameResult(a: ShardResult, b: ShardResult): boolean {
+  if (a.gradient.length !== b.gradient.length) return false;
+  if (!Object.is(a.loss, b.loss) || !Object.is(a.dReal, b.dReal) || !Object.is(a.dFake, b.dFake)) return false;
+  const x = new Uint8Array(a.gradient.buffer, a.gradient.byteOffset, a.gradient.byteLength);
+  const y = new Uint8Array(b.gradient.buffer, b.gradient.byteOffset, b.gradient.byteLength);
+  return Buffer.compare(x, y) === 0;
+}
+
+export interface StragglerPolicy {
+  /** A shard is duplicated once it has been out longer than factor x its holder's expected time... */
+  factor: number;
+  /** ...and at least this long (ms). */
+  minMs: number;
+}
+
+export class PhaseRun<W extends Assignee> {
+  readonly results: (ShardResult | undefined)[];
+  private unassigned: number[];
+  /** shardId -> workers that hold it (more than one after duplication). */
+  private holders = new Map<number, Set<W>>();
+  /** shardId -> when it was first handed out, and what its holder was expected to need. */
+  private issued = new Map<number, { at: number; expectMs: number }>();
+  /** sessionId -> shards it still owes. */
+  private owed = new Map<number, Set<number>>();
+  private remaining: number;
+  readonly startedAt = performance.now();
+  /** Shards whose result needs two agreeing workers. */
+  readonly verified: ReadonlySet<number>;
+  /** Verified shard -> the opinions in so far (one per identity, all on the shard's backend). */
+  private opinions = new Map<number, Opinion<W>[]>();
+  /** Final shard -> who it is credited to (the producer, or for a verified shard the agreeing workers). */
+  private credited = new Map<number, W[]>();
+  /** Workers proven wrong since the last takeConvicted(). */
+  private convicted: W[] = [];
+  /** Identities discard()ed: never handed anything again in this phase. */
+  private excluded = new Set<string>();
+
+  constructor(readonly plan: PhasePlan, private policy: StragglerPolicy, verified: Iterable<number> = []) {
+    // Dense (not `new Array(n)` holes): ordered() maps over it and must see every missing shard.
+    this.results = new Array<ShardResult | undefined>(plan.shards.length).fill(undefined);
+    this.unassigned = plan.shards.map((s) => s.shardId);
+    this.remaining = plan.shards.length;
+    this.verified = new Set([...verified].filter((id) => id >= 0 && id < plan.shards.length));
+  }
+
+  get done(): boolean {
+    return this.remaining === 0;
+  }
+
+  get outstanding(): number {
+    return this.remaining;
+  }
+
+  owes(worker: W): number {
+    return this.owed.get(worker.sessionId)?.size ?? 0;
+  }
+
+  private give(worker: W, shardIds: number[], now: number): void {
+    let owed = this.owed.get(worker.sessionId);
+    if (!owed) this.owed.set(worker.sessionId, (owed = new Set()));
+    shardIds.forEach((id) => {
+      owed!.add(id);
+      let h = this.holders.get(id);
+      if (!h) this.holders.set(id, (h = new Set()));
+      h.add(worker);
+      // Expected completion: everything queued on this worker up to and including this shard.
+      if (!this.issued.has(id)) this.issued.set(id, { at: now, expectMs: owed!.size * worker.msPerShard });
+    });
+  }
+
+  /**
+   * Hands every unassigned shard to the given workers in proportion to their speed (shards per
+   * ms), keeping shard order contiguous per worker. Returns the tasks to send.
+   */
+  assignUnassigned(workers: W[], now = performance.now()): Assignment<W>[] {
+    if (this.excluded.size > 0) workers = workers.filter((w) => !this.excluded.has(identityOf(w)));
+    if (this.unassigned.length === 0 || workers.length === 0) return [];
+    const speeds = workers.map((w) => 1 / Math.max(w.msPerShard, 1e-3));
+    const total = speeds.reduce((a, b) => a + b, 0);
+    const n = this.unassigned.length;
+    // Largest-remainder rounding of n * share, so counts sum to n exactly.
+    const exact = speeds.map((s) => (n * s) / total);
+    const counts = exact.map(Math.floor);
+    let left = n - counts.reduce((a, b) => a + b, 0);
+    const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    for (let j = 0; left > 0; j = (j + 1) % order.length, left--) counts[order[j][1]]++;
+    const out: Assignment<W>[] = [];
+    let cursor = 0;
+    workers.forEach((w, i) => {
+      if (counts[i] === 0) return;
+      const ids = this.unassigned.slice(cursor, cursor + counts[i]);
+      cursor += counts[i];
+      this.give(w, ids, now);
+      out.push({ worker: w, shardIds: ids, duplicate: false });
+    });
+    this.unassigned = [];
+    return out;
+  }
+
+  /** Records a result. Only the first valid result per shard counts (verified shards: the first two that agree). */
+  accept(worker: W, shardId: number, result: ShardResult): ResultVerdict {
+    // Held, not owed: once the first result for a duplicated shard is in, the other holders no
+    // longer owe it, but their (late) results were still legitimately asked for.
+    if (!this.holders.get(shardId)?.has(worker)) return 'not-assigned';
+    this.owed.get(worker.sessionId)?.delete(shardId);
+    if (this.verified.has(shardId)) return this.acceptOpinion(worker, shardId, result);
+    if (this.results[shardId]) return 'duplicate';
+    this.finish(shardId, result, [worker]);
+    return 'accepted';
+  }
+
+  private finish(shardId: number, result: ShardResult, credit: W[]): void {
+    this.results[shardId] = result;
+    this.credited.set(shardId, credit);
+    this.remaining--;
+    // Other holders of a duplicated shard no longer owe it.
+    for (const other of this.holders.get(shardId) ?? []) this.owed.get(other.sessionId)?.delete(shardId);
+  }
+
+  /** The backend a verified shard is computed on: its first opinion's, else its first holder's. */
+  private shardBackend(shardId: number): string | null {
+    const first = this.opinions.get(shardId)?.[0];
+    if (first) return backendOf(first.worker);
+    for (const h of this.holders.get(shardId) ?? []) return backendOf(h);
+    return null;
+  }
+
+  private acceptOpinion(worker: W, shardId: number, result: ShardResult): ResultVerdict {
+    const final = this.results[shardId];
+    if (final) {
+      // A late opinion on a settled shard: still checked, so a wrong worker is caught either way.
+      if (backendOf(worker) !== backendOf(this.credited.get(shardId)![0])) return 'other-backend';
+      if (sameResult(final, result)) return 'duplicate';
+      this.convicted.push(worker);
+      return 'wrong';
+    }
+    let ops = this.opinions.get(shardId);
+    if (!ops) this.opinions.set(shardId, (ops = []));
+    if (ops.some((o) => identityOf(o.worker) === identityOf(worker))) return 'duplicate';
+    const backend = this.shardBackend(shardId);
+    if (ops.length > 0 && backend !== backendOf(worker)) return 'other-backend';
+    ops.push({ worker, result });
+    const agree = ops.filter((o) => sameResult(o.result, result));
+    if (agree.length >= 2) {
+      this.finish(shardId, result, agree.map((o) => o.worker));
+      for (const o of ops) if (!agree.includes(o)) this.convicted.push(o.worker);
+      this.opinions.delete(shardId);
+      return 'accepted';
+    }
+    return ops.length === 1 ? 'pending' : 'disputed';
+  }
+
+  /** Who has given an opinion on an unsettled verified shard (workerIds). */
+  opinionGivers(shardId: number): string[] {
+    return (this.opinions.get(shardId) ?? []).map((o) => identityOf(o.worker));
+  }
+
+  /** Workers proven to have returned a wrong result since the last call (each once). */
+  takeConvicted(): W[] {
+    const out = [...new Set(this.convicted)];
+    this.convicted = [];
+    return out;
+  }
+
+  /**
+   * Everything a (banned) worker contributed to this phase is dropped: its opinions, the final
+   * results credited to it alone (an unverified shard it computed, or a verified one that loses
+   * its second vote), and its holds. Those shards are computed again. Returns them.
+   */
+  discard(worker: W): number[] {
+    const who = identityOf(worker);
+    const isWho = (w: W) => identityOf(w) === who;
+    this.excluded.add(who);
+    for (const h of this.holders.values()) {
+      for (const w of h) {
+        if (!isWho(w)) continue;
+        h.delete(w);
+        this.owed.delete(w.sessionId);
+      }
+    }
+    this.owed.delete(worker.sessionId);
+    for (const [id, ops] of this.opinions) this.opinions.set(id, ops.filter((o) => !isWho(o.worker)));
+    const reopened: number[] = [];
+    for (const [id, credit] of [...this.credited]) {
+      if (!credit.some(isWho)) continue;
+      const result = this.results[id]!;
+      this.results[id] = undefined;
+      this.credited.delete(id);
+      this.issued.delete(id);
+      this.remaining++;
+      // A verified shard keeps the surviving agreeing opinion(s) and needs one more.
+      if (this.verified.has(id)) this.opinions.set(id, credit.filter((w) => !isWho(w)).map((w) => ({ worker: w, result })));
+      reopened.push(id);
+    }
+    // An unsettled shard that nobody is computing goes back to the pool, unless it is a verified
+    // shard with an opinion in (assignVerification finds it a second worker).
+    for (let id = 0; id < this.results.length; id++) {
+      if (this.results[id] || this.unassigned.includes(id)) continue;
+      if ([...(this.holders.get(id) ?? [])].some((h) => this.owed.get(h.sessionId)?.has(id))) continue;
+      if (this.verified.has(id) && (this.opinions.get(id)?.length ?? 0) > 0) continue;
+      this.issued.delete(id);
+      this.unassigned.push(id);
+    }
+    this.unassigned.sort((a, b) => a - b);
+    return reopened.sort((a, b) => a - b);
+  }
+
+  /** How many more opinions a verified, unsettled shard needs beyond those in and those being computed. */
+  private opinionsWanted(shardId: number): number {
+    const ops = this.opinions.get(shardId) ?? [];
+    let best = 0;
+    for (const o of ops) best = Math.max(best, ops.filter((p) => sameResult(p.result, o.result)).length);
+    const opined = new Set(ops.map((o) => identityOf(o.worker)));
+    let computing = 0;
+    for (const h of this.holders.get(shardId) ?? []) {
+      if (!opined.has(identityOf(h)) && this.owed.get(h.sessionId)?.has(shardId)) computing++;
+    }
+    return Math.max(0, 2 - best - computing);
+  }
+
+  /** Whether `w` may give (another) opinion on a verified shard: a new identity on the shard's backend. */
+  private canVerify(w: W, shardId: number): boolean {
+    const who = identityOf(w);
+    if (this.excluded.has(who)) return false;
+    for (const h of this.holders.get(shardId) ?? []) if (identityOf(h) === who) return false;
+    if ((this.opinions.get(shardId) ?? []).some((o) => identityOf(o.worker) === who)) return false;
+    const backend = this.shardBackend(shardId);
+    return backend === null || backend === backendOf(w);
+  }
+
+  /**
+   * Verification: hands each verified shard that is short of opinions (a second one, or a
+   * tie-breaker after a disagreement) to eligible workers, least loaded first. Shards still
+   * unassigned are left to assignUnassigned. Returns the tasks to send.
+   */
+  assignVerification(workers: W[], now = performance.now()): Assignment<W>[] {
+    if (this.verified.size === 0 || workers.length === 0) return [];
+    const load = new Map(workers.map((w) => [w.sessionId, this.owes(w)]));
+    const picked = new Map<W, number[]>();
+    const pending = new Set(this.unassigned);
+    for (const id of [...this.verified].sort((a, b) => a - b)) {
+      if (this.results[id] || pending.has(id)) continue;
+      for (let want = this.opinionsWanted(id); want > 0; want--) {
+        let best: W | null = null;
+        let bestCost = Infinity;
+        for (const w of workers) {
+          if (!this.canVerify(w, id)) continue;
+          const cost = (load.get(w.sessionId)! + 1) * Math.max(w.msPerShard, 1e-3);
+          if (cost < bestCost) {
+            best = w;
+            bestCost = cost;
+          }
+        }
+        if (!best) break;
+        load.set(best.sessionId, load.get(best.sessionId)! + 1);
+        this.give(best, [id], now);
+        const list = picked.get(best) ?? [];
+        list.push(id);
+        picked.set(best, list);
+      }
+    }
+    return [...picked].map(([worker, shardIds]) => ({ worker, shardIds, duplicate: false, verify: true }));
+  }
+
+  /**
+   * Verified shards that need another opinion nobody is computing (after assignVerification: no
+   * eligible worker is connected), and whether any of them is disputed.
+   */
+  awaitingOpinion(): { shards: number[]; disputed: boolean; backend: string | null } {
+    const shards: number[] = [];
+    let disputed = false;
+    let backend: string | null = null;
+    for (const id of this.verified) {
+      if (this.results[id] || this.unassigned.includes(id) || this.opinionsWanted(id) === 0) continue;
+      shards.push(id);
+      disputed ||= (this.opinions.get(id)?.length ?? 0) >= 2;
+      backend ??= this.shardBackend(id);
+    }
+    return { shards: shards.sort((a, b) => a - b), disputed, backend };
+  }
+
+  /** A worker is gone: the shards only it held go back to the pool. Returns them. */
+  release(worker: W): number[] {
+    const owed = this.owed.get(worker.sessionId);
+    this.owed.delete(worker.sessionId);
+    const orphaned: number[] = [];
+    for (const id of owed ?? []) {
+      const h = this.holders.get(id);
+      h?.delete(worker);
+      if (!this.results[id] && (!h || h.size === 0)) {
+        this.issued.delete(id);
+        orphaned.push(id);
+      }
+    }
+    orphaned.sort((a, b) => a - b);
+    this.unassigned.push(...orphaned);
+    this.unassigned.sort((a, b) => a - b);
+    return orphaned;
+  }
+
+  /**
+   * Straggler handling: for each idle worker, the oldest overdue shard it does not already hold
+   * (one per idle worker per call), so a slow worker cannot hold the phase hostage.
+   */
+  duplicateOverdue(idle: W[], now = performance.now()): Assignment<W>[] {
+    const out: Assignment<W>[] = [];
+    const taken = new Set<number>();
+    for (const w of idle) {
+      if (this.excluded.has(identityOf(w))) continue;
+      let pick = -1;
+      let oldest = Infinity;
+      for (const [id, info] of this.issued) {
+        if (this.results[id] || taken.has(id) || this.holders.get(id)?.has(w)) continue;
+        if (this.verified.has(id) && !this.canVerify(w, id)) continue;
+        const deadline = Math.max(this.policy.minMs, this.policy.factor * info.expectMs);
+        if (now - info.at >= deadline && info.at < oldest) {
+          oldest = info.at;
+          pick = id;
+        }
+      }
+      if (pick < 0) continue;
+      taken.add(pick);
+      this.give(w, [pick], now);
+      out.push({ worker: w, shardIds: [pick], duplicate: true });
+    }
+    return out;
+  }
+
+  /** Results in shard order; only valid once done. */
+  ordered(): ShardResult[] {
+    return this.results.map((r, i) => {
+      if (!r) throw new Error(`shard ${i} has no result`);
+      return r;
+    });
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * One worker connection as the coordinator sees it: handshake state, what weights it holds,
+ * how fast it is, what it was asked to compute, and byte counters.
+ */
+import type { WebSocket } from 'ws';
+import { encode } from '../shared/codec.ts';
+import type { Outgoing, Message, Phase } from '../shared/protocol.ts';
+import type { Net } from '../shared/replica.ts';
+import type { Assignee } from './phase-run.ts';
+
+export type SessionState = 'hello' | 'auth' | 'ready' | 'closed';
+
+export interface TaskRecord {
+  iteration: number;
+  phase: Phase;
+  dStep: number;
+  shardIds: Set<number>;
+}
+
+/** How many past tasks a session remembers, to tell a late result from a forged one. */
+const TASK_MEMORY = 16;
+/** Until a worker has reported, assume this per-shard time (ms). */
+const INITIAL_MS_PER_SHARD = 50;
+
+export class WorkerSession implements Assignee {
+  state: SessionState = 'hello';
+  /** Passed the handshake at some point (so its departure is a worker_left). */
+  admitted = false;
+  /** Its departure has been handled (shards released, logged). */
+  departed = false;
+  workerId = '';
+  backend = '';
+  host = '';
+  nonce: Uint8Array | null = null;
+  /** Weight versions this worker holds (after the frames queued to it are delivered). */
+  known: Record<Net, number> = { G: -1, D: -1 };
+  msPerShard = INITIAL_MS_PER_SHARD;
+  shardsDone = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  alive = true;
+  readonly connectedAt = Date.now();
+  lastSeen = Date.now();
+  private tasks = new Map<number, TaskRecord>();
+
+  constructor(readonly sessionId: number, readonly ws: WebSocket, readonly address: string) {}
+
+  get label(): string {
+    return this.workerId ? `${this.workerId}#${this.sessionId}` : `#${this.sessionId}@${this.address}`;
+  }
+
+  send(msg: Outgoing<Message>): void {
+    this.sendFrame(encode(msg));
+  }
+
+  /** Sends an already-encoded frame (a broadcast encodes once for every worker). */
+  sendFrame(frame: Uint8Array): void {
+    if (this.state === 'closed') return;
+    this.bytesOut += frame.byteLength;
+    this.ws.send(frame);
+  }
+
+  /** Says why, then closes with an application close code (the worker prints the reason). */
+  close(closeCode: number, byeCode: string, reason: string): void {
+    if (this.state === 'closed') return;
+    this.send({ type: 'bye', code: byeCode, reason });
+    this.state = 'closed';
+    // Close reasons are limited to 123 bytes by the WebSocket spec; the bye carries the full text.
+    this.ws.close(closeCode, byeCode.slice(0, 120));
+  }
+
+  rememberTask(taskId: number, rec: TaskRecord): void {
+    this.tasks.set(taskId, rec);
+    if (this.tasks.size > TASK_MEMORY) this.tasks.delete(this.tasks.keys().next().value!);
+  }
+
+  task(taskId: number): TaskRecord | undefined {
+    return this.tasks.get(taskId);
+  }
+
+  /** Exponential moving average of reported compute time per shard. */
+  recordCompute(ms: number): void {
+    this.shardsDone++;
+    this.msPerShard = this.shardsDone === 1 ? ms : 0.8 * this.msPerShard + 0.2 * ms;
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * gan-train: the single-process trainer, for a reference run or a machine without workers.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { initBackend } from '../shared/backend.ts';
+import { COMMON_FLAGS, GAN_FLAGS, ganOptionsFrom, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { runMain } from '../shared/cli-main.ts';
+import { resolveConfig } from '../shared/config.ts';
+import { loadDataSource } from '../shared/data/index.ts';
+import { exportModels } from '../shared/export.ts';
+import { createLogger } from '../shared/log.ts';
+import { LocalTrainer } from './local-trainer.ts';
+import { ProgressTracker, roundRecord } from './progress.ts';
+import { writeSampleImage } from './samples.ts';
+
+const TRAIN_FLAGS: FlagTable = {
+  'run-dir': { type: 'string', help: 'where config.json, log.jsonl and samples/ go', defaultText: 'runs/local' },
+  'sample-every': { type: 'string', kind: 'int', help: 'write a sample grid every N iterations (0: only at the end)', defaultText: '200' },
+  'log-every': { type: 'string', kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
+};
+
+const USAGE = 'Usage: gan-train [options]\n\nTrains G and D in one process (Algorithm 1, same micro-shards as distributed mode).';
+
+runMain(async () => {
+  const flags = { ...GAN_FLAGS, ...TRAIN_FLAGS, ...COMMON_FLAGS };
+  const v = parseFlags(process.argv.slice(2), flags);
+  if (v.help) {
+    process.stdout.write(helpText(USAGE, flags));
+    return 0;
+  }
+  const runDir = resolve(String(v['run-dir'] ?? 'runs/local'));
+  const sampleEvery = Number(v['sample-every'] ?? 200);
+  const logEvery = Math.max(1, Number(v['log-every'] ?? 20));
+  const log = createLogger({ name: 'train', file: join(runDir, 'log.jsonl') });
+  const backend = await initBackend((v.backend as 'auto') ?? 'auto');
+  const opts = ganOptionsFrom(v);
+  const source = loadDataSource(opts.dataset ?? 'mnist');
+  const config = resolveConfig(opts, source);
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
+  log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
+
+  const trainer = new LocalTrainer(config, source);
+  const progress = new ProgressTracker(config.train.batchSize);
+  const started = performance.now();
+  const samplesDir = join(runDir, 'samples');
+  const sample = () => {
+    trainer.syncReplica();
+    const file = writeSampleImage(trainer.replica, source, samplesDir, trainer.state.iteration);
+    log.info({ event: 'sample_written', iteration: trainer.state.iteration, file }, 'sample written');
+  };
+  while (!trainer.state.finished) {
+    const summary = trainer.runPhase();
+    progress.add(summary);
+    if (summary.phase !== 'G') continue;
+    const it = trainer.state.iteration;
+    if (it % logEvery === 0 || trainer.state.finished) {
+      log.info({ event: 'progress', ...roundRecord(progress.flush()), iterations: config.train.iterations }, 'progress');
+    }
+    if (sampleEvery > 0 && it % sampleEvery === 0) sample();
+  }
+  if (sampleEvery === 0 || trainer.state.iteration % sampleEvery !== 0) sample();
+  trainer.syncReplica();
+  const exported = await exportModels(trainer.replica, join(runDir, 'export'), { config, iteration: trainer.state.iteration, weightsHash: trainer.weightsHash() });
+  log.info({ event: 'exported', iteration: trainer.state.iteration, ...exported }, 'G and D exported as TensorFlow.js LayersModels');
+  const seconds = (performance.now() - started) / 1000;
+  log.info({ event: 'run_finished', iterations: trainer.state.iteration, seconds: Number(seconds.toFixed(2)), weightsHash: trainer.weightsHash(), runDir }, 'run finished');
+  trainer.dispose();
+  return 0;
+});

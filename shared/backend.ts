@@ -1,0 +1,89 @@
+/**
+ * Compute backend selection: tensorflow (tfjs-node, native) -> wasm -> cpu.
+ * tfjs-node is an optionalDependency whose install downloads libtensorflow; where that failed
+ * the import throws and we fall through. All code stays on the shared tfjs API (no tf.node.*),
+ * so every backend runs the same model code.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+// Gradient functions are registered by side effect. tfjs-core's own register_all_gradients is
+// not importable as ESM under Node (directory imports), but tfjs-layers' Node bundle registers
+// them all; without it tf.variableGrads fails with "gradient function not found".
+import '@tensorflow/tfjs-layers';
+import { ConfigError } from './errors.ts';
+
+export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export type BackendChoice = BackendName | 'auto';
+
+export interface BackendReport {
+  name: BackendName;
+  /** Why earlier candidates were skipped, for the start-up log line. */
+  skipped: { name: BackendName; reason: string }[];
+}
+
+/**
+ * The Emscripten glue in tfjs-backend-wasm installs process-wide uncaughtException and
+ * unhandledRejection handlers that rethrow, so any later crash prints the module's whole minified
+ * source instead of our error. We drop the handlers it added and keep our own error reporting.
+ */
+async function withoutNewProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  const events = ['uncaughtException', 'unhandledRejection'] as const;
+  type Listener = (...args: unknown[]) => void;
+  const listeners = (e: (typeof events)[number]) => process.listeners(e as 'uncaughtException') as Listener[];
+  const before = new Map(events.map((e) => [e, new Set(listeners(e))]));
+  try {
+    return await fn();
+  } finally {
+    for (const e of events) {
+      for (const l of listeners(e)) {
+        if (!before.get(e)!.has(l)) process.removeListener(e, l);
+      }
+    }
+  }
+}
+
+async function tryLoad(name: BackendName): Promise<string | null> {
+  try {
+    if (name === 'tensorflow') {
+      // A variable specifier keeps bundlers and tsc from insisting the optional package exists.
+      const spec = '@tensorflow/tfjs-node';
+      await import(spec);
+      if (!tf.findBackendFactory('tensorflow')) return 'tfjs-node loaded but registered no backend (two copies of tfjs-core?)';
+    } else if (name === 'wasm') {
+      await import('@tensorflow/tfjs-backend-wasm');
+    }
+    // The wasm module adds its handlers when the backend is instantiated, i.e. in setBackend.
+    const ok = await withoutNewProcessHandlers(() => tf.setBackend(name));
+    return ok ? null : `tf.setBackend('${name}') returned false`;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    return msg;
+  }
+}
+
+/**
+ * Selects and initialises the backend. With 'auto' the first that loads wins; with an explicit
+ * choice, failure is an error that names the backend and the reason.
+ */
+export async function initBackend(choice: BackendChoice = 'auto'): Promise<BackendReport> {
+  // The "install the node backend" banner is noise in a status log; PROD silences it.
+  tf.env().set('PROD', true);
+  if (choice !== 'auto') {
+    if (!(BACKENDS as readonly string[]).includes(choice)) {
+      throw new ConfigError('BAD_BACKEND', `--backend must be one of auto, ${BACKENDS.join(', ')}; got '${choice}'`);
+    }
+    const reason = await tryLoad(choice);
+    if (reason) {
+      throw new ConfigError('BACKEND_UNAVAILABLE', `backend '${choice}' could not be started: ${reason}. Use --backend auto to fall back.`);
+    }
+    return { name: choice, skipped: [] };
+  }
+  const skipped: BackendReport['skipped'] = [];
+  for (const name of BACKENDS) {
+    const reason = await tryLoad(name);
+    if (!reason) return { name, skipped };
+    skipped.push({ name, reason });
+  }
+  throw new ConfigError('BACKEND_UNAVAILABLE', `no compute backend could be started: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}

@@ -1,0 +1,532 @@
+/**
+ * Frame codec for the protocol in shared/protocol.ts: one msgpack map per binary WebSocket frame.
+ *
+ * decode() is the trust boundary. It never throws (a peer must not be able to crash us with a
+ * frame), and a message it returns matches its interface exactly: known type, right protocol
+ * version, every field present with the right type and range, no extra fields, no NaN/Inf in any
+ * float, typed arrays as the typed-array classes the interfaces promise. Callers therefore never
+ * re-validate and can hand gradients straight to the optimizer.
+ *
+ * msgpackr notes that shaped this file (checked against msgpackr 2.1.4's source):
+ * - With moreTypes, Float32Array/Int32Array/Uint8Array travel as msgpack ext 0x74 and decode as
+ *   the same class. The decoder always slices them into a fresh ArrayBuffer, so a decoded
+ *   Float32Array is aligned (byteOffset 0) and owns its memory; there is exactly one copy of
+ *   the payload per frame and none here.
+ * - Node Buffers are NOT typed arrays to msgpackr: they go out as plain msgpack bin and come
+ *   back as Buffer views into the frame. crypto.randomBytes/createHmac return Buffers, so the
+ *   32-byte fields accept any Uint8Array and are normalised to a fresh plain Uint8Array.
+ * - Packr.unpack() on a frame with trailing bytes builds its error message by JSON.stringify-ing
+ *   the whole decoded value: ~1.7 s of CPU for a 10 MB gradient frame plus one junk byte. We use
+ *   unpackMultiple() and stop after the first value, then reject trailing bytes ourselves.
+ * - Record extensions still decode with useRecords: false; they only produce plain objects, and
+ *   the definitions do not outlive one frame, so validation below covers them.
+ */
+import { Packr } from 'msgpackr';
+import {
+  MESSAGE_TYPES,
+  PROTOCOL_VERSION,
+  type Message,
+  type MessageType,
+  type Outgoing,
+} from './protocol.ts';
+
+/** Stable codes for why a frame was rejected. Never reworded; callers and tests branch on them. */
+export const DecodeErrorCode = {
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  FRAME_NOT_MSGPACK: 'FRAME_NOT_MSGPACK',
+  FRAME_NOT_OBJECT: 'FRAME_NOT_OBJECT',
+  UNKNOWN_TYPE: 'UNKNOWN_TYPE',
+  PROTOCOL_MISMATCH: 'PROTOCOL_MISMATCH',
+  BAD_FIELD: 'BAD_FIELD',
+  NON_FINITE: 'NON_FINITE',
+  ARRAY_TOO_LARGE: 'ARRAY_TOO_LARGE',
+} as const;
+export type DecodeErrorCode = (typeof DecodeErrorCode)[keyof typeof DecodeErrorCode];
+
+/** WebSocket close codes for protocol-level reasons (the application range is 4000-4999). */
+export const WS_CLOSE = {
+  /** A frame failed to decode, or a valid message arrived when it makes no sense (e.g. task before welcome). */
+  protocolError: 4000,
+  /** The auth HMAC was wrong or arrived too late; the worker should not retry with the same token. */
+  authFailed: 4001,
+  /** The peer speaks another PROTOCOL_VERSION; retrying cannot help until one side is upgraded. */
+  versionMismatch: 4002,
+  /** The coordinator refuses this worker (too many bad results or failed auths); do not reconnect. */
+  banned: 4003,
+  /** The sender is stopping cleanly; a worker may reconnect later. */
+  shuttingDown: 4004,
+  /** A newer connection with the same workerId took over this one; the old one must not reconnect. */
+  replaced: 4005,
+} as const;
+export type WsCloseCode = (typeof WS_CLOSE)[keyof typeof WS_CLOSE];
+
+/** The close code to use after decode() rejected a peer's frame. */
+export function closeCodeFor(code: DecodeErrorCode): WsCloseCode {
+  return code === DecodeErrorCode.PROTOCOL_MISMATCH ? WS_CLOSE.versionMismatch : WS_CLOSE.protocolError;
+}
+
+export interface DecodeLimits {
+  /** Largest frame accepted, in bytes, checked before parsing. */
+  maxFrameBytes: number;
+  /** Largest length of any single Float32Array/Int32Array in a message. */
+  maxFloats: number;
+  /** Most shards in one task; never more than MAX_TASK_SHARDS whatever this says. */
+  maxShards?: number;
+}
+
+export type DecodeResult =
+  | { ok: true; msg: Message }
+  | {
+      ok: false;
+      code: DecodeErrorCode;
+      reason: string;
+      /** Set with PROTOCOL_MISMATCH: the version the peer announced, for "peer speaks X, we speak Y". */
+      peerProtocol?: number;
+    };
+
+/** Hard cap on shards per task, independent of limits, so one frame cannot fan out without bound. */
+export const MAX_TASK_SHARDS = 4096;
+
+const packr = new Packr({ moreTypes: true, useRecords: false });
+
+/**
+ * Encodes one message, stamping the current protocol version (any `protocol` the caller set is
+ * overwritten). Does not validate: the hot path sends a few MB of floats per frame, and the
+ * receiving side's decode() is the authority anyway. Use validateMessage() in tests or debug
+ * builds to check outgoing messages.
+ *
+ * The returned bytes are a view into msgpackr's shared output buffer; they stay valid (msgpackr
+ * never writes over bytes it has handed out) but may share an ArrayBuffer with other frames.
+ */
+export function encode(msg: Outgoing<Message> | Message): Uint8Array {
+  return packr.pack({ ...msg, protocol: PROTOCOL_VERSION });
+}
+
+/** Decodes and fully validates one frame. Never throws. */
+export function decode(
+  frame: Uint8Array | ArrayBuffer | Buffer | Buffer[],
+  limits: DecodeLimits,
+): DecodeResult {
+  try {
+    let bytes: Uint8Array;
+    if (Array.isArray(frame)) {
+      // ws hands over fragmented messages as a list; size-check before paying for the concat
+      let total = 0;
+      for (const part of frame) {
+        if (!(part instanceof Uint8Array)) return fail('FRAME_NOT_MSGPACK', 'frame fragment is not a byte array');
+        total += part.byteLength;
+      }
+      if (total > limits.maxFrameBytes) return tooLarge(total, limits);
+      bytes = frame.length === 1 ? frame[0]! : Buffer.concat(frame, total);
+    } else if (frame instanceof Uint8Array) {
+      bytes = frame;
+    } else if (frame instanceof ArrayBuffer) {
+      bytes = new Uint8Array(frame);
+    } else {
+      return fail('FRAME_NOT_MSGPACK', `frame must be bytes, got ${describe(frame)}`);
+    }
+    if (bytes.byteLength > limits.maxFrameBytes) return tooLarge(bytes.byteLength, limits);
+    if (bytes.byteLength === 0) return fail('FRAME_NOT_MSGPACK', 'frame is empty');
+
+    let value: unknown;
+    let end = -1;
+    try {
+      packr.unpackMultiple(bytes, (v: unknown, _start?: number, stop?: number) => {
+        value = v;
+        end = stop ?? -1;
+        return false;
+      });
+    } catch (err) {
+      return fail('FRAME_NOT_MSGPACK', `frame is not valid msgpack: ${errorText(err)}`);
+    }
+    if (end !== bytes.byteLength) {
+      return fail(
+        'FRAME_NOT_MSGPACK',
+        `frame has trailing bytes: the message ends at byte ${end} of ${bytes.byteLength}`,
+      );
+    }
+    return validateMessage(value, limits);
+  } catch (err) {
+    // Only reachable through a bug here or in msgpackr; still must not take the process down.
+    return fail('FRAME_NOT_MSGPACK', `frame could not be decoded: ${errorText(err)}`);
+  }
+}
+
+/**
+ * Validates an already-decoded value as a Message (what decode() does after parsing). Mutates
+ * the value only to normalise 32-byte fields to plain Uint8Arrays. Never throws.
+ */
+export function validateMessage(value: unknown, limits: DecodeLimits): DecodeResult {
+  try {
+    if (!isPlainObject(value)) {
+      return fail('FRAME_NOT_OBJECT', `frame must hold a msgpack map, got ${describe(value)}`);
+    }
+    const type = value.type;
+    const known = typeof type === 'string' && (MESSAGE_TYPES as readonly string[]).includes(type);
+    // Version before type: a newer peer may send a type we have never heard of, and "upgrade"
+    // is the useful answer then, not "unknown type".
+    const label = known ? (type as string) : 'message';
+    if (!Object.hasOwn(value, 'protocol')) return fail('BAD_FIELD', `${label}.protocol is missing`);
+    const protocol = value.protocol;
+    if (typeof protocol !== 'number' || !Number.isSafeInteger(protocol)) {
+      return fail('BAD_FIELD', `${label}.protocol must be an integer, got ${describe(protocol)}`);
+    }
+    if (protocol !== PROTOCOL_VERSION) {
+      return {
+        ok: false,
+        code: 'PROTOCOL_MISMATCH',
+        reason: `peer speaks protocol ${protocol}, this side speaks protocol ${PROTOCOL_VERSION}`,
+        peerProtocol: protocol,
+      };
+    }
+    if (!known) {
+      return fail(
+        'UNKNOWN_TYPE',
+        typeof type === 'string'
+          ? `unknown message type ${describe(type)}`
+          : `message.type must be a string, got ${describe(type)}`,
+      );
+    }
+    VALIDATORS[type as MessageType](value, limits);
+    return { ok: true, msg: value as unknown as Message };
+  } catch (err) {
+    if (err instanceof Invalid) return fail(err.code, err.message);
+    return fail('BAD_FIELD', `message could not be validated: ${errorText(err)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-type validators. Paths are built only on failure: a task may carry thousands of shards.
+
+type Obj = Record<string, unknown>;
+type Validator = (o: Obj, limits: DecodeLimits) => void;
+
+const UINT32_MAX = 0xffffffff;
+const MAX_INT = Number.MAX_SAFE_INTEGER;
+const PHASES = ['D', 'G'] as const;
+const NETS = ['G', 'D'] as const;
+
+const VALIDATORS: Record<MessageType, Validator> = {
+  hello(o) {
+    keys(o, 'hello', ['type', 'protocol', 'workerId', 'backend', 'host', 'capabilities']);
+    str(o, 'workerId', 'hello', 1, 128);
+    str(o, 'backend', 'hello', 0, 32);
+    str(o, 'host', 'hello', 0, 256);
+    const caps = obj(o, 'capabilities', 'hello');
+    keys(caps, 'hello.capabilities', ['wire', 'maxShards']);
+    const wire = caps.wire;
+    if (!Array.isArray(wire) || wire.length > 8) {
+      missing(caps, 'wire', 'hello.capabilities');
+      bad(`hello.capabilities.wire must be an array of at most 8 strings, got ${describe(wire)}`);
+    }
+    for (let i = 0; i < wire.length; i++) {
+      const w: unknown = wire[i];
+      if (typeof w !== 'string' || w.length > 16) {
+        bad(`hello.capabilities.wire[${i}] must be a string of at most 16 chars, got ${describe(w)}`);
+      }
+    }
+    int(caps, 'maxShards', 'hello.capabilities', 1, MAX_INT);
+  },
+
+  challenge(o) {
+    keys(o, 'challenge', ['type', 'protocol', 'nonce']);
+    bytes32(o, 'nonce', 'challenge');
+  },
+
+  auth(o) {
+    keys(o, 'auth', ['type', 'protocol', 'hmac']);
+    bytes32(o, 'hmac', 'auth');
+  },
+
+  welcome(o, limits) {
+    keys(o, 'welcome', ['type', 'protocol', 'runId', 'config', 'g', 'd']);
+    str(o, 'runId', 'welcome', 1, 256);
+    const config = obj(o, 'config', 'welcome');
+    jsonObject(config, 'welcome.config');
+    weightsBlob(o, 'g', 'welcome', limits);
+    weightsBlob(o, 'd', 'welcome', limits);
+  },
+
+  weights(o, limits) {
+    keys(o, 'weights', ['type', 'protocol', 'net', 'version', 'weights']);
+    oneOf(o, 'net', 'weights', NETS);
+    int(o, 'version', 'weights', 0, MAX_INT);
+    f32(o, 'weights', 'weights', limits);
+  },
+
+  task(o, limits) {
+    keys(o, 'task', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'gVersion', 'dVersion', 'shards']);
+    int(o, 'taskId', 'task', 0, MAX_INT);
+    int(o, 'iteration', 'task', 0, MAX_INT);
+    oneOf(o, 'phase', 'task', PHASES);
+    int(o, 'dStep', 'task', 0, MAX_INT);
+    int(o, 'gVersion', 'task', 0, MAX_INT);
+    int(o, 'dVersion', 'task', 0, MAX_INT);
+    const shards = o.shards;
+    if (!Array.isArray(shards)) {
+      missing(o, 'shards', 'task');
+      bad(`task.shards must be an array, got ${describe(shards)}`);
+    }
+    const cap = Math.min(MAX_TASK_SHARDS, limits.maxShards ?? MAX_TASK_SHARDS);
+    if (shards.length > cap) {
+      throw new Invalid('ARRAY_TOO_LARGE', `task.shards has ${shards.length} entries, limit is ${cap}`);
+    }
+    if (shards.length === 0) bad('task.shards must have at least 1 entry, got 0');
+    const seen = new Set<number>();
+    for (let i = 0; i < shards.length; i++) {
+      const s: unknown = shards[i];
+      if (!isPlainObject(s)) bad(`task.shards[${i}] must be a map, got ${describe(s)}`);
+      const path = `task.shards[${i}]`;
+      keys(s, path, ['shardId', 'seed', 'rows', 'real', 'realLabels']);
+      const shardId = int(s, 'shardId', path, 0, MAX_INT);
+      if (seen.has(shardId)) bad(`${path}.shardId ${shardId} appears more than once in the task`);
+      seen.add(shardId);
+      int(s, 'seed', path, 0, UINT32_MAX);
+      const rows = int(s, 'rows', path, 1, MAX_INT);
+      if (s.real !== undefined) {
+        const real = f32(s, 'real', path, limits);
+        if (real.length === 0 || real.length % rows !== 0) {
+          bad(`${path}.real length ${real.length} must be a positive multiple of rows (${rows})`);
+        }
+      }
+      if (s.realLabels !== undefined) {
+        const labels = i32(s, 'realLabels', path, limits);
+        if (labels.length !== rows) bad(`${path}.realLabels length ${labels.length} must equal rows (${rows})`);
+      }
+    }
+  },
+
+  result(o, limits) {
+    keys(o, 'result', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'shardId', 'gradient', 'stats', 'computeMs']);
+    int(o, 'taskId', 'result', 0, MAX_INT);
+    int(o, 'iteration', 'result', 0, MAX_INT);
+    oneOf(o, 'phase', 'result', PHASES);
+    int(o, 'dStep', 'result', 0, MAX_INT);
+    int(o, 'shardId', 'result', 0, MAX_INT);
+    f32(o, 'gradient', 'result', limits);
+    const stats = obj(o, 'stats', 'result');
+    keys(stats, 'result.stats', ['loss', 'dReal', 'dFake']);
+    finite(stats, 'loss', 'result.stats');
+    finite(stats, 'dReal', 'result.stats');
+    finite(stats, 'dFake', 'result.stats');
+    const ms = finite(o, 'computeMs', 'result');
+    if (ms < 0) bad(`result.computeMs must be >= 0, got ${ms}`);
+  },
+
+  bye(o) {
+    keys(o, 'bye', ['type', 'protocol', 'reason', 'code']);
+    str(o, 'reason', 'bye', 0, 1024);
+    str(o, 'code', 'bye', 0, 64);
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Field checkers. Each reads o[key], throws Invalid naming `${path}.${key}` on failure, and
+// returns the narrowed value.
+
+class Invalid extends Error {
+  readonly code: DecodeErrorCode;
+  constructor(code: DecodeErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function bad(message: string): never {
+  throw new Invalid('BAD_FIELD', message);
+}
+
+function missing(o: Obj, key: string, path: string): void {
+  if (!Object.hasOwn(o, key)) bad(`${path}.${key} is missing`);
+}
+
+function keys(o: Obj, path: string, allowed: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) bad(`${path} has unknown field ${describe(k)}`);
+  }
+}
+
+function int(o: Obj, key: string, path: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+  missing(o, key, path);
+  const range = max === MAX_INT ? `>= ${min}` : `in [${min}, ${max}]`;
+  return bad(`${path}.${key} must be an integer ${range}, got ${describe(v)}`);
+}
+
+function finite(o: Obj, key: string, path: string): number {
+  const v = o[key];
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  missing(o, key, path);
+  if (typeof v === 'number') throw new Invalid('NON_FINITE', `${path}.${key} is ${v}`);
+  return bad(`${path}.${key} must be a number, got ${describe(v)}`);
+}
+
+function str(o: Obj, key: string, path: string, min: number, max: number): string {
+  const v = o[key];
+  if (typeof v === 'string' && v.length >= min && v.length <= max) return v;
+  missing(o, key, path);
+  const size = min > 0 ? `of ${min}..${max} chars` : `of at most ${max} chars`;
+  return bad(`${path}.${key} must be a string ${size}, got ${describe(v)}`);
+}
+
+function oneOf<T extends string>(o: Obj, key: string, path: string, values: readonly T[]): T {
+  const v = o[key];
+  if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
+  missing(o, key, path);
+  return bad(`${path}.${key} must be one of ${values.map((x) => `"${x}"`).join(', ')}, got ${describe(v)}`);
+}
+
+function obj(o: Obj, key: string, path: string): Obj {
+  const v = o[key];
+  if (isPlainObject(v)) return v;
+  missing(o, key, path);
+  return bad(`${path}.${key} must be a map, got ${describe(v)}`);
+}
+
+function bytes32(o: Obj, key: string, path: string): Uint8Array {
+  const v = o[key];
+  if (!(v instanceof Uint8Array) || v.length !== 32) {
+    missing(o, key, path);
+    bad(`${path}.${key} must be exactly 32 bytes, got ${describe(v)}`);
+  }
+  // A Buffer here is a view into the whole frame; copying 32 bytes releases the frame and gives
+  // callers the plain Uint8Array the interface promises.
+  if (v.constructor === Uint8Array && v.byteOffset === 0 && v.buffer.byteLength === 32) return v;
+  const copy = new Uint8Array(v);
+  o[key] = copy;
+  return copy;
+}
+
+function f32(o: Obj, key: string, path: string, limits: DecodeLimits): Float32Array {
+  const v = o[key];
+  if (!(v instanceof Float32Array)) {
+    missing(o, key, path);
+    bad(`${path}.${key} must be a Float32Array, got ${describe(v)}`);
+  }
+  if (v.length > limits.maxFloats) {
+    throw new Invalid('ARRAY_TOO_LARGE', `${path}.${key} has ${v.length} floats, limit is ${limits.maxFloats}`);
+  }
+  const at = firstNonFinite(v);
+  if (at >= 0) throw new Invalid('NON_FINITE', `${path}.${key}[${at}] is ${v[at]}`);
+  return v;
+}
+
+function i32(o: Obj, key: string, path: string, limits: DecodeLimits): Int32Array {
+  const v = o[key];
+  if (!(v instanceof Int32Array)) {
+    missing(o, key, path);
+    bad(`${path}.${key} must be an Int32Array, got ${describe(v)}`);
+  }
+  if (v.length > limits.maxFloats) {
+    throw new Invalid('ARRAY_TOO_LARGE', `${path}.${key} has ${v.length} entries, limit is ${limits.maxFloats}`);
+  }
+  return v;
+}
+
+function weightsBlob(o: Obj, key: string, path: string, limits: DecodeLimits): void {
+  const blob = obj(o, key, path);
+  const p = `${path}.${key}`;
+  keys(blob, p, ['version', 'weights']);
+  int(blob, 'version', p, 0, MAX_INT);
+  f32(blob, 'weights', p, limits);
+}
+
+/**
+ * Index of the first NaN/Infinity, or -1. The common all-finite case is one branch-free pass
+ * (x * 0 is NaN exactly when x is not finite, and NaN sticks in the sum), ~1.3 ms per 2.5M
+ * floats; only a bad array pays for a second pass to find the index.
+ */
+export function firstNonFinite(a: Float32Array): number {
+  let acc = 0;
+  const n = a.length;
+  for (let i = 0; i < n; i++) acc += a[i]! * 0;
+  if (acc === 0) return -1;
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    if (x - x !== 0) return i;
+  }
+  return -1;
+}
+
+const MAX_CONFIG_DEPTH = 32;
+const MAX_CONFIG_NODES = 100_000;
+
+/**
+ * The config is consumed as JSON (logged, checkpointed, compared across workers), so a cycle
+ * (possible via msgpackr's reference extensions), a typed array or a NaN would only blow up
+ * later and far from the socket. The walk is bounded so a hostile config cannot stall us.
+ */
+function jsonObject(root: Obj, rootPath: string): void {
+  let nodes = 0;
+  const walk = (v: unknown, path: () => string, depth: number, inObject: boolean): void => {
+    if (++nodes > MAX_CONFIG_NODES) bad(`${rootPath} has more than ${MAX_CONFIG_NODES} values`);
+    if (depth > MAX_CONFIG_DEPTH) bad(`${path()} nests deeper than ${MAX_CONFIG_DEPTH} levels`);
+    if (v === null || typeof v === 'string' || typeof v === 'boolean') return;
+    // JSON.stringify drops undefined properties, so they are harmless inside objects
+    if (v === undefined && inObject) return;
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw new Invalid('NON_FINITE', `${path()} is ${v}`);
+      return;
+    }
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) walk(v[i], () => `${path()}[${i}]`, depth + 1, false);
+      return;
+    }
+    if (isPlainObject(v)) {
+      for (const k of Object.keys(v)) walk(v[k], () => `${path()}.${k}`, depth + 1, true);
+      return;
+    }
+    bad(`${path()} must be JSON data, got ${describe(v)}`);
+  };
+  walk(root, () => rootPath, 0, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function isPlainObject(v: unknown): v is Obj {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Short, log-safe description of an arbitrary decoded value for error reasons. */
+function describe(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  if (v === null) return 'null';
+  switch (typeof v) {
+    case 'number':
+      return String(v);
+    case 'string':
+      return v.length > 40 ? `a string of ${v.length} chars` : JSON.stringify(v);
+    case 'boolean':
+      return String(v);
+    case 'bigint':
+      return `${v}n`;
+    case 'object':
+      if (Array.isArray(v)) return `an array of ${v.length}`;
+      if (ArrayBuffer.isView(v)) {
+        const name = v.constructor?.name ?? 'typed array';
+        const len = (v as { length?: number }).length ?? v.byteLength;
+        return `${name}(${len})`;
+      }
+      if (v instanceof ArrayBuffer) return `ArrayBuffer(${v.byteLength})`;
+      if (isPlainObject(v)) return 'a map';
+      return `a ${(v as object).constructor?.name ?? 'object'}`;
+    default:
+      return typeof v;
+  }
+}
+
+function errorText(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
+}
+
+function fail(code: DecodeErrorCode, reason: string): DecodeResult {
+  return { ok: false, code, reason };
+}
+
+function tooLarge(size: number, limits: DecodeLimits): DecodeResult {
+  return fail('FRAME_TOO_LARGE', `frame is ${size} bytes, limit is ${limits.maxFrameBytes}`);
+}

@@ -1,0 +1,128 @@
+/**
+ * pino JSON lines on stdout and, when a run directory is given, in its log.jsonl. The file is
+ * written synchronously so a SIGKILLed process still leaves every line it logged.
+ *
+ * stdout is human-readable (pino-pretty, one line per event) when it is a terminal or when asked
+ * (--pretty); the file is always JSON. The event vocabulary is documented in docs/status-log.md.
+ */
+import { mkdirSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import pino from 'pino';
+import { prettyFactory } from 'pino-pretty';
+
+export type Logger = pino.Logger;
+
+/** One parsed log line. */
+export type LogRecord = Record<string, unknown> & { event?: string; msg?: string; level?: number };
+
+export interface LogConfig {
+  /** Process role, e.g. 'coordinator', 'worker', 'train'. */
+  name: string;
+  level?: string;
+  /** Also append JSON lines here. */
+  file?: string;
+  /** Write to stdout (default true). */
+  stdout?: boolean;
+  /** Human-readable stdout (default: when stdout is a terminal). The file stays JSON. */
+  pretty?: boolean;
+}
+
+export function createLogger(cfg: LogConfig): Logger {
+  const level = (cfg.level ?? process.env.GAN_LOG_LEVEL ?? 'info') as pino.Level;
+  // Each multistream entry filters on its own level (pino's default: info), so give them the logger's.
+  const streams: pino.StreamEntry[] = [];
+  if (cfg.stdout !== false) {
+    const pretty = cfg.pretty ?? process.stdout.isTTY === true;
+    streams.push({ level, stream: pretty ? prettyStdout(process.stdout.isTTY === true) : pino.destination({ dest: 1, sync: true }) });
+  }
+  if (cfg.file) {
+    mkdirSync(dirname(cfg.file), { recursive: true });
+    streams.push({ level, stream: pino.destination({ dest: cfg.file, sync: true, append: true }) });
+  }
+  return pino(
+    { name: cfg.name, level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.multistream(streams),
+  );
+}
+
+/**
+ * Calls `fn` with every line the logger writes at info level or above, parsed (the same object
+ * that goes to log.jsonl). Returns false when the logger was not made by createLogger.
+ */
+export function tapLog(logger: Logger, fn: (rec: LogRecord) => void): boolean {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as Partial<pino.MultiStreamRes> | undefined;
+  if (!stream || typeof stream.add !== 'function') return false;
+  stream.add({
+    level: 'info',
+    stream: {
+      write(line: string) {
+        try {
+          fn(JSON.parse(line) as LogRecord);
+        } catch {
+          // an observer must never break logging
+        }
+      },
+    },
+  });
+  return true;
+}
+
+/** Synchronous pretty stdout (a Transform stream would lose the last lines of a process.exit). */
+function prettyStdout(colorize: boolean): pino.DestinationStream {
+  const format = prettyFactory({
+    colorize,
+    translateTime: 'SYS:HH:MM:ss',
+    ignore: 'pid,hostname',
+    hideObject: true,
+    singleLine: true,
+    messageFormat: (rec) => humanLine(rec as LogRecord),
+  });
+  return {
+    write(line: string) {
+      const text = format(line);
+      writeSync(1, text.endsWith('\n') ? text : `${text}\n`);
+    },
+  };
+}
+
+const HIDDEN = new Set(['event', 'msg', 'level', 'time', 'pid', 'hostname', 'name', 'config']);
+
+const num = (v: unknown, digits = 3): string => (typeof v === 'number' ? String(Number.isInteger(v) ? v : Number(v.toPrecision(digits))) : '-');
+
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const t = Math.round(s);
+  if (t < 60) return `${t}s`;
+  if (t < 3600) return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, '0')}s`;
+  return `${Math.floor(t / 3600)}h${String(Math.floor((t % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** The human-readable form of one event: a compact line for progress, msg + key=value otherwise. */
+export function humanLine(rec: LogRecord): string {
+  const who = rec.name === 'worker' && typeof rec.worker === 'string' ? `[${rec.worker}] ` : '';
+  const ev = `${who}${rec.event ? `${rec.event}: ` : ''}`;
+  if (rec.event === 'progress' && typeof rec.iteration === 'number') {
+    const parts = [
+      `it ${rec.iteration}/${rec.iterations ?? '?'}${rec.epoch !== undefined ? ` ep ${rec.epoch}` : ''}`,
+      `lossD ${num(rec.lossD)} lossG ${num(rec.lossG)}`,
+      `D(x) ${num(rec.dReal)} D(G(z)) ${num(rec.dFake)}`,
+    ];
+    if (rec.workers !== undefined) parts.push(`${rec.workers} worker${rec.workers === 1 ? '' : 's'}`);
+    if (typeof rec.samplesPerSec === 'number') parts.push(`${Math.round(rec.samplesPerSec)} samples/s`);
+    if (rec.computeS !== undefined) parts.push(`compute ${num(rec.computeS)}s wait ${num(rec.waitingS)}s apply ${num(rec.applyS)}s`);
+    if (typeof rec.mbSent === 'number' && typeof rec.mbReceived === 'number') parts.push(`${rec.mbSent.toFixed(1)} MB out ${rec.mbReceived.toFixed(1)} MB in`);
+    if (typeof rec.etaS === 'number') parts.push(`ETA ${formatSeconds(rec.etaS)}`);
+    return `${ev}${parts.join(' | ')}`;
+  }
+  const kv: string[] = [];
+  for (const [k, v] of Object.entries(rec)) {
+    // A worker's own lines carry its id on every line: shown once, up front.
+    if (HIDDEN.has(k) || v === undefined || v === null || (k === 'worker' && rec.name === 'worker')) continue;
+    if (typeof v === 'object') {
+      if (Array.isArray(v) && v.length > 0 && v.length <= 16 && v.every((x) => typeof x !== 'object')) kv.push(`${k}=${v.join(',')}`);
+      continue;
+    }
+    kv.push(`${k}=${typeof v === 'number' ? num(v, 4) : String(v)}`);
+  }
+  return `${ev}${rec.msg ?? ''}${kv.length ? `  ${kv.join(' ')}` : ''}`;
+}

@@ -1,0 +1,177 @@
+/**
+ * The master side of Algorithm 1: weights, optimizers, data sampler and position in the run.
+ * It plans each phase as fixed micro-shards and applies the shard-order average of their
+ * gradients. The single-process trainer and the coordinator both drive this one class; only
+ * who computes the shards differs.
+ */
+import type { DataSource } from './data/types.ts';
+import type { GanConfig } from './config.ts';
+import { shardRows, sampleDim } from './config.ts';
+import { GanError } from './errors.ts';
+import { initialWeights, type NetLayout } from './models.ts';
+import { createOptimizer, type Optimizer, type OptimizerState } from './optimizers.ts';
+import type { Net, Phase, ShardInput, ShardResult } from './replica.ts';
+import { deriveSeed, STREAM } from './rng.ts';
+import { Sampler, type SamplerState } from './sampler.ts';
+
+export interface PhaseKey {
+  /** 0-based iteration of Algorithm 1. */
+  iteration: number;
+  phase: Phase;
+  /** D-step index within the iteration (0..k-1); 0 for the G phase. */
+  dStep: number;
+}
+
+export interface PhasePlan extends PhaseKey {
+  shards: ShardInput[];
+  /** Sampler position before this plan drew its rows, so an abandoned phase can be undone. */
+  samplerBefore: SamplerState;
+}
+
+export interface PhaseSummary extends PhaseKey {
+  loss: number;
+  dReal: number;
+  dFake: number;
+}
+
+/** Everything needed to continue a run exactly; what a checkpoint stores. */
+export interface TrainingSnapshot {
+  iteration: number;
+  dStep: number;
+  weights: Record<Net, Float32Array>;
+  versions: Record<Net, number>;
+  optimizers: Record<Net, OptimizerState>;
+  sampler: SamplerState;
+}
+
+export function shardSeed(runSeed: number, key: PhaseKey, shardId: number): number {
+  return deriveSeed(runSeed, STREAM.noise, key.iteration, key.phase === 'D' ? 0 : 1, key.dStep, shardId);
+}
+
+/**
+ * Sums shard gradients in shard order, then divides by the shard count. Float addition is not
+ * associative, so the fixed order is what makes the result independent of arrival order.
+ */
+export function averageInShardOrder(gradients: Float32Array[]): Float32Array {
+  if (gradients.length === 0) throw new GanError('NO_GRADIENTS', 'cannot average zero shard gradients');
+  const acc = gradients[0].slice();
+  for (let s = 1; s < gradients.length; s++) {
+    const g = gradients[s];
+    if (g.length !== acc.length) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${g.length} values, expected ${acc.length}`);
+    for (let i = 0; i < acc.length; i++) acc[i] += g[i];
+  }
+  const n = gradients.length;
+  for (let i = 0; i < acc.length; i++) acc[i] /= n;
+  return acc;
+}
+
+export class TrainingState {
+  iteration = 0;
+  dStep = 0;
+  readonly weights: Record<Net, Float32Array>;
+  readonly versions: Record<Net, number> = { G: 0, D: 0 };
+  readonly optimizers: Record<Net, Optimizer>;
+  private sampler: Sampler;
+
+  constructor(readonly config: GanConfig, readonly source: DataSource, readonly layout: Record<Net, NetLayout>, snapshot?: TrainingSnapshot) {
+    const seed = config.train.seed;
+    this.optimizers = {
+      G: createOptimizer(layout.G.total, config.optimizer),
+      D: createOptimizer(layout.D.total, config.optimizer),
+    };
+    if (snapshot) {
+      for (const net of ['G', 'D'] as const) {
+        if (snapshot.weights[net].length !== layout[net].total) {
+          throw new GanError('SNAPSHOT_SHAPE_MISMATCH', `snapshot ${net} has ${snapshot.weights[net].length} weights; the configured model has ${layout[net].total}`);
+        }
+        this.optimizers[net].restore(snapshot.optimizers[net]);
+      }
+      this.weights = { G: snapshot.weights.G.slice(), D: snapshot.weights.D.slice() };
+      this.versions = { ...snapshot.versions };
+      this.iteration = snapshot.iteration;
+      this.dStep = snapshot.dStep;
+      this.sampler = new Sampler(source, seed, snapshot.sampler);
+    } else {
+      this.weights = { G: initialWeights(layout.G, seed, 1), D: initialWeights(layout.D, seed, 2) };
+      this.sampler = new Sampler(source, seed);
+    }
+  }
+
+  get finished(): boolean {
+    return this.iteration >= this.config.train.iterations;
+  }
+
+  /** The sampler's epoch: full passes over the training set completed (always 0 for mixtures). */
+  get epoch(): number {
+    return this.sampler.state().epoch;
+  }
+
+  /** The phase that comes next: k D-steps, then the G-step, then the next iteration. */
+  nextKey(): PhaseKey {
+    const k = this.config.train.dSteps;
+    return this.dStep < k
+      ? { iteration: this.iteration, phase: 'D', dStep: this.dStep }
+      : { iteration: this.iteration, phase: 'G', dStep: 0 };
+  }
+
+  /** Plans the next phase: draws its real rows (advancing the sampler) and seeds its shards. */
+  planNext(): PhasePlan {
+    const key = this.nextKey();
+    const samplerBefore = this.sampler.state();
+    const { train, model } = this.config;
+    const rows = shardRows(train);
+    const dim = sampleDim(model);
+    const batch = key.phase === 'D' ? this.sampler.next(train.batchSize) : null;
+    const shards: ShardInput[] = [];
+    for (let s = 0; s < train.shards; s++) {
+      const shard: ShardInput = { shardId: s, seed: shardSeed(train.seed, key, s), rows };
+      if (batch) {
+        shard.real = batch.x.slice(s * rows * dim, (s + 1) * rows * dim);
+        if (model.numClasses > 0 && batch.labels) shard.realLabels = batch.labels.slice(s * rows, (s + 1) * rows);
+      }
+      shards.push(shard);
+    }
+    return { ...key, shards, samplerBefore };
+  }
+
+  /**
+   * Forgets a planned phase that will not be applied (e.g. the coordinator is stopping mid-phase):
+   * the sampler goes back to where it was, so a checkpoint taken now resumes exactly here.
+   */
+  abandon(plan: PhasePlan): void {
+    this.sampler = new Sampler(this.source, this.config.train.seed, plan.samplerBefore);
+  }
+
+  /** Applies a phase's results (one per shard, in shard order) and advances the position. */
+  applyPhase(plan: PhasePlan, results: ShardResult[]): PhaseSummary {
+    const expected = this.nextKey();
+    if (plan.iteration !== expected.iteration || plan.phase !== expected.phase || plan.dStep !== expected.dStep) {
+      throw new GanError('PHASE_OUT_OF_ORDER', `applying ${plan.phase}-phase of iteration ${plan.iteration} step ${plan.dStep}, but ${expected.phase}-phase of iteration ${expected.iteration} step ${expected.dStep} is next`);
+    }
+    if (results.length !== plan.shards.length) {
+      throw new GanError('MISSING_SHARDS', `phase needs ${plan.shards.length} shard results, got ${results.length}`);
+    }
+    const net: Net = plan.phase;
+    this.optimizers[net].apply(this.weights[net], averageInShardOrder(results.map((r) => r.gradient)));
+    this.versions[net]++;
+    if (plan.phase === 'D') {
+      this.dStep++;
+    } else {
+      this.dStep = 0;
+      this.iteration++;
+    }
+    const mean = (f: (r: ShardResult) => number) => results.reduce((a, r) => a + f(r), 0) / results.length;
+    return { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, loss: mean((r) => r.loss), dReal: mean((r) => r.dReal), dFake: mean((r) => r.dFake) };
+  }
+
+  snapshot(): TrainingSnapshot {
+    return {
+      iteration: this.iteration,
+      dStep: this.dStep,
+      weights: { G: this.weights.G.slice(), D: this.weights.D.slice() },
+      versions: { ...this.versions },
+      optimizers: { G: this.optimizers.G.state(), D: this.optimizers.D.state() },
+      sampler: this.sampler.state(),
+    };
+  }
+}

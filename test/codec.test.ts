@@ -1,0 +1,479 @@
+import { randomBytes } from 'node:crypto';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import {
+  closeCodeFor,
+  decode,
+  DecodeErrorCode,
+  encode,
+  firstNonFinite,
+  MAX_TASK_SHARDS,
+  validateMessage,
+  WS_CLOSE,
+  type DecodeLimits,
+  type DecodeResult,
+} from '../shared/codec.ts';
+import {
+  MESSAGE_TYPES,
+  PROTOCOL_VERSION,
+  type Message,
+  type Outgoing,
+  type ResultMsg,
+  type TaskMsg,
+} from '../shared/protocol.ts';
+
+const LIMITS: DecodeLimits = { maxFrameBytes: 64 * 1024 * 1024, maxFloats: 4_000_000 };
+
+/** Same wire options as the codec, but no protocol stamping: for crafting hostile frames. */
+const raw = new Packr({ moreTypes: true, useRecords: false });
+const craft = (value: unknown): Uint8Array => raw.pack(value);
+
+/** mulberry32: tiny, seeded, good enough to drive a fuzzer reproducibly. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function floats(n: number, seed = 1): Float32Array {
+  const r = prng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
+  return a;
+}
+
+function nonce(): Uint8Array {
+  const b = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) b[i] = (i * 37 + 11) & 0xff;
+  return b;
+}
+
+const samples: { [K in Message['type']]: Outgoing<Extract<Message, { type: K }>> } = {
+  hello: {
+    type: 'hello',
+    workerId: 'worker-7',
+    backend: 'wasm',
+    host: 'box-3.local',
+    capabilities: { wire: ['f32', 'seeded'], maxShards: 16 },
+  },
+  challenge: { type: 'challenge', nonce: nonce() },
+  auth: { type: 'auth', hmac: nonce().reverse() },
+  welcome: {
+    type: 'welcome',
+    runId: 'run-2024-01',
+    config: { model: 'mlp', layers: [256, 256], lr: 0.0002, nested: { beta: [0.5, 0.999], label: null, on: true } },
+    g: { version: 3, weights: floats(1000, 2) },
+    d: { version: 5, weights: floats(777, 3) },
+  },
+  weights: { type: 'weights', net: 'D', version: 12, weights: floats(5000, 4) },
+  task: {
+    type: 'task',
+    taskId: 41,
+    iteration: 9,
+    phase: 'D',
+    dStep: 1,
+    gVersion: 3,
+    dVersion: 5,
+    shards: [
+      { shardId: 0, seed: 0xffffffff, rows: 4 },
+      { shardId: 1, seed: 0, rows: 2, real: floats(2 * 784, 5), realLabels: new Int32Array([3, 9]) },
+      { shardId: 7, seed: 123, rows: 3, real: floats(3 * 10, 6) },
+    ],
+  },
+  result: {
+    type: 'result',
+    taskId: 41,
+    iteration: 9,
+    phase: 'G',
+    dStep: 0,
+    shardId: 7,
+    gradient: floats(10_000, 7),
+    stats: { loss: 0.693, dReal: 0.51, dFake: -0.49 },
+    computeMs: 12.5,
+  },
+  bye: { type: 'bye', reason: 'coordinator is shutting down', code: 'SHUTTING_DOWN' },
+};
+
+function expectFail(r: DecodeResult, code: DecodeErrorCode, ...mentions: (string | RegExp)[]): string {
+  if (r.ok) throw new Error(`expected ${code}, got ok ${r.msg.type}`);
+  expect(r.code, r.reason).toBe(code);
+  for (const m of mentions) {
+    if (typeof m === 'string') expect(r.reason).toContain(m);
+    else expect(r.reason).toMatch(m);
+  }
+  return r.reason;
+}
+
+function ok(r: DecodeResult): Message {
+  if (!r.ok) throw new Error(`expected ok, got ${r.code}: ${r.reason}`);
+  return r.msg;
+}
+
+/** A valid message of `type` as a plain object with protocol, for mutating into bad frames. */
+function valid(type: Message['type']): Record<string, any> {
+  const s = structuredClone(samples[type]) as Record<string, any>;
+  return { ...s, protocol: PROTOCOL_VERSION };
+}
+
+describe('round trip', () => {
+  for (const type of MESSAGE_TYPES) {
+    it(`${type} comes back equal, with the same typed array classes`, () => {
+      const sent = samples[type];
+      const msg = ok(decode(encode(sent), LIMITS));
+      expect(msg).toEqual({ ...sent, protocol: PROTOCOL_VERSION });
+      expect(msg.type).toBe(type);
+    });
+  }
+
+  it('keeps typed array classes and decodes floats into aligned memory owned by the message', () => {
+    const frame = encode(samples.task);
+    const msg = ok(decode(frame, LIMITS)) as TaskMsg;
+    const shard = msg.shards[1]!;
+    expect(shard.real).toBeInstanceOf(Float32Array);
+    expect(shard.realLabels).toBeInstanceOf(Int32Array);
+    expect(shard.real!.byteOffset % 4).toBe(0);
+    // owns its buffer: no view into the frame, so the frame can be dropped or reused
+    expect(shard.real!.byteOffset).toBe(0);
+    expect(shard.real!.buffer.byteLength).toBe(shard.real!.byteLength);
+    expect(shard.real!.buffer).not.toBe(frame.buffer);
+    const before = shard.real![0];
+    frame.fill(0);
+    expect(shard.real![0]).toBe(before);
+  });
+
+  it('round trips subarray views (non-zero byteOffset) as just the viewed floats', () => {
+    const big = floats(100, 9);
+    const view = big.subarray(3, 53);
+    const msg = ok(decode(encode({ ...samples.weights, weights: view }), LIMITS));
+    expect(msg.type === 'weights' && msg.weights).toEqual(view);
+  });
+
+  it('accepts Buffers for 32-byte fields and hands back plain Uint8Arrays', () => {
+    // crypto returns Buffers, which msgpackr sends as bin and decodes as a view into the frame
+    const n = randomBytes(32);
+    const frame = encode({ type: 'challenge', nonce: n });
+    const msg = ok(decode(frame, LIMITS));
+    if (msg.type !== 'challenge') throw new Error('wrong type');
+    expect(msg.nonce.constructor).toBe(Uint8Array);
+    expect(Buffer.from(msg.nonce).equals(n)).toBe(true);
+    expect(msg.nonce.buffer.byteLength).toBe(32);
+  });
+
+  it('stamps the current protocol, overriding whatever the caller set', () => {
+    const msg = { ...samples.bye, protocol: 99 } as Message;
+    expect(ok(decode(encode(msg), LIMITS)).protocol).toBe(PROTOCOL_VERSION);
+  });
+
+  it('accepts ArrayBuffer, plain Uint8Array and fragment lists', () => {
+    const frame = encode(samples.result);
+    const copy = new Uint8Array(frame);
+    expect(ok(decode(copy, LIMITS)).type).toBe('result');
+    expect(ok(decode(copy.slice().buffer, LIMITS)).type).toBe('result');
+    const b = Buffer.from(frame);
+    const parts = [b.subarray(0, 5), b.subarray(5, 1000), b.subarray(1000)];
+    expect(ok(decode(parts, LIMITS))).toEqual(ok(decode(frame, LIMITS)));
+  });
+
+  it('treats undefined optional shard fields as absent', () => {
+    const t = valid('task');
+    t.shards[0].real = undefined;
+    expect(ok(decode(craft(t), LIMITS)).type).toBe('task');
+  });
+});
+
+describe('error codes', () => {
+  it('FRAME_TOO_LARGE before parsing, for single frames and fragment lists', () => {
+    const frame = encode(samples.result);
+    const limits = { ...LIMITS, maxFrameBytes: frame.length - 1 };
+    expectFail(decode(frame, limits), 'FRAME_TOO_LARGE', `${frame.length} bytes`);
+    const b = Buffer.from(frame);
+    expectFail(decode([b.subarray(0, 10), b.subarray(10)], limits), 'FRAME_TOO_LARGE');
+    expect(decode(frame, { ...limits, maxFrameBytes: frame.length }).ok).toBe(true);
+  });
+
+  it('FRAME_NOT_MSGPACK for garbage, empty, truncated and trailing bytes', () => {
+    expectFail(decode(new Uint8Array([0xd4, 0x99, 0x00]), LIMITS), 'FRAME_NOT_MSGPACK', 'Unknown extension');
+    // 0xc1 is "never used" in the msgpack spec, yet msgpackr decodes it to a sentinel object
+    expectFail(decode(new Uint8Array([0xc1]), LIMITS), 'FRAME_NOT_OBJECT', 'C1Type');
+    expectFail(decode(new Uint8Array(0), LIMITS), 'FRAME_NOT_MSGPACK', 'empty');
+    const frame = encode(samples.hello);
+    expectFail(decode(frame.subarray(0, frame.length - 1), LIMITS), 'FRAME_NOT_MSGPACK');
+    const longer = new Uint8Array(frame.length + 1);
+    longer.set(frame);
+    expectFail(decode(longer, LIMITS), 'FRAME_NOT_MSGPACK', 'trailing');
+    expectFail(decode('hello' as unknown as Uint8Array, LIMITS), 'FRAME_NOT_MSGPACK');
+  });
+
+  it('FRAME_NOT_OBJECT for non-map top levels', () => {
+    expectFail(decode(craft([1, 2, 3]), LIMITS), 'FRAME_NOT_OBJECT', 'array');
+    expectFail(decode(craft('hello'), LIMITS), 'FRAME_NOT_OBJECT');
+    expectFail(decode(craft(null), LIMITS), 'FRAME_NOT_OBJECT');
+    expectFail(decode(craft(new Set(['hello'])), LIMITS), 'FRAME_NOT_OBJECT', 'Set');
+  });
+
+  it('UNKNOWN_TYPE for unknown, missing and non-string types', () => {
+    expectFail(decode(craft({ type: 'gossip', protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', '"gossip"');
+    expectFail(decode(craft({ protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
+    expectFail(decode(craft({ type: 3, protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
+    expectFail(decode(craft({ type: 'constructor', protocol: 1 }), LIMITS), 'UNKNOWN_TYPE');
+  });
+
+  it('PROTOCOL_MISMATCH with the peer version, even for types this side does not know', () => {
+    const r = decode(craft({ ...valid('hello'), protocol: 2 }), LIMITS);
+    expectFail(r, 'PROTOCOL_MISMATCH', 'protocol 2', `protocol ${PROTOCOL_VERSION}`);
+    expect(!r.ok && r.peerProtocol).toBe(2);
+    expectFail(decode(craft({ type: 'hello2', protocol: 2 }), LIMITS), 'PROTOCOL_MISMATCH');
+    expectFail(decode(craft({ ...valid('bye'), protocol: 0 }), LIMITS), 'PROTOCOL_MISMATCH');
+    expectFail(decode(craft({ ...valid('bye'), protocol: '1' }), LIMITS), 'BAD_FIELD', 'bye.protocol');
+    const noProtocol = valid('bye');
+    delete noProtocol.protocol;
+    expectFail(decode(craft(noProtocol), LIMITS), 'BAD_FIELD', 'bye.protocol is missing');
+  });
+
+  it('NON_FINITE names the array and index, for NaN at a random index', () => {
+    const r = prng(42);
+    for (let trial = 0; trial < 20; trial++) {
+      const m = valid('result');
+      const at = Math.floor(r() * m.gradient.length);
+      m.gradient[at] = NaN;
+      const reason = expectFail(decode(craft(m), LIMITS), 'NON_FINITE');
+      expect(reason).toBe(`result.gradient[${at}] is NaN`);
+    }
+  });
+
+  it('NON_FINITE for infinities anywhere floats travel', () => {
+    const w = valid('weights');
+    w.weights[w.weights.length - 1] = Infinity;
+    expectFail(decode(craft(w), LIMITS), 'NON_FINITE', `weights.weights[${w.weights.length - 1}] is Infinity`);
+    const t = valid('task');
+    t.shards[2].real[4] = -Infinity;
+    expectFail(decode(craft(t), LIMITS), 'NON_FINITE', 'task.shards[2].real[4] is -Infinity');
+    const wel = valid('welcome');
+    wel.d.weights[0] = NaN;
+    expectFail(decode(craft(wel), LIMITS), 'NON_FINITE', 'welcome.d.weights[0]');
+    const s = valid('result');
+    s.stats.loss = NaN;
+    expectFail(decode(craft(s), LIMITS), 'NON_FINITE', 'result.stats.loss is NaN');
+    const c = valid('result');
+    c.computeMs = Infinity;
+    expectFail(decode(craft(c), LIMITS), 'NON_FINITE', 'result.computeMs');
+    const cfg = valid('welcome');
+    cfg.config.nested.beta[1] = NaN;
+    expectFail(decode(craft(cfg), LIMITS), 'NON_FINITE', 'welcome.config.nested.beta[1] is NaN');
+  });
+
+  it('ARRAY_TOO_LARGE via maxFloats and the shard caps', () => {
+    const limits = { ...LIMITS, maxFloats: 9_999 };
+    expectFail(decode(encode(samples.result), limits), 'ARRAY_TOO_LARGE', 'result.gradient', '10000', '9999');
+    const t = valid('task');
+    t.shards[1].realLabels = new Int32Array(20_000);
+    t.shards[1].rows = 20_000;
+    t.shards[1].real = new Float32Array(20_000);
+    expectFail(decode(craft(t), { ...LIMITS, maxFloats: 19_999 }), 'ARRAY_TOO_LARGE', 'task.shards[1].real');
+    expectFail(decode(encode(samples.task), { ...LIMITS, maxShards: 2 }), 'ARRAY_TOO_LARGE', 'task.shards', 'limit is 2');
+    const many = valid('task');
+    many.shards = Array.from({ length: MAX_TASK_SHARDS + 1 }, (_, i) => ({ shardId: i, seed: i, rows: 1 }));
+    expectFail(decode(craft(many), { ...LIMITS, maxShards: 1e6 }), 'ARRAY_TOO_LARGE', `limit is ${MAX_TASK_SHARDS}`);
+    many.shards.pop();
+    expect(decode(craft(many), LIMITS).ok).toBe(true);
+  });
+
+  it('BAD_FIELD names the field and what was wrong', () => {
+    const cases: [Message['type'], (m: Record<string, any>) => void, string][] = [
+      ['task', (m) => (m.shards[2].rows = 0), 'task.shards[2].rows must be an integer >= 1, got 0'],
+      ['task', (m) => (m.shards[0].seed = 2 ** 32), 'task.shards[0].seed must be an integer in [0, 4294967295], got 4294967296'],
+      ['task', (m) => (m.shards[0].seed = -1), 'task.shards[0].seed'],
+      ['task', (m) => (m.taskId = 1.5), 'task.taskId must be an integer >= 0, got 1.5'],
+      ['task', (m) => (m.phase = 'X'), 'task.phase must be one of "D", "G", got "X"'],
+      ['task', (m) => (m.shards = []), 'task.shards must have at least 1 entry'],
+      ['task', (m) => (m.shards[2].shardId = 1), 'task.shards[2].shardId 1 appears more than once'],
+      ['task', (m) => (m.shards[1].realLabels = new Int32Array(3)), 'task.shards[1].realLabels length 3 must equal rows (2)'],
+      ['task', (m) => (m.shards[1].realLabels = new Float32Array(2)), 'task.shards[1].realLabels must be an Int32Array, got Float32Array(2)'],
+      ['task', (m) => (m.shards[2].real = new Float32Array(31)), 'task.shards[2].real length 31 must be a positive multiple of rows (3)'],
+      ['task', (m) => (m.shards[2].real = new Float32Array(0)), 'task.shards[2].real length 0'],
+      ['task', (m) => (m.shards[0].extra = 1), 'task.shards[0] has unknown field "extra"'],
+      ['task', (m) => (m.shards[0] = 5), 'task.shards[0] must be a map, got 5'],
+      ['task', (m) => delete m.dVersion, 'task.dVersion is missing'],
+      ['task', (m) => delete m.shards, 'task.shards is missing'],
+      ['hello', (m) => delete m.capabilities.wire, 'hello.capabilities.wire is missing'],
+      ['result', (m) => (m.gradient = Array.from(m.gradient)), 'result.gradient must be a Float32Array, got an array of 10000'],
+      ['result', (m) => (m.gradient = new Float64Array(4)), 'result.gradient must be a Float32Array, got Float64Array(4)'],
+      ['result', (m) => (m.computeMs = -1), 'result.computeMs must be >= 0, got -1'],
+      ['result', (m) => (m.stats.extra = 0), 'result.stats has unknown field "extra"'],
+      ['result', (m) => (m.stats.dFake = '0.5'), 'result.stats.dFake must be a number, got "0.5"'],
+      ['result', (m) => delete m.stats, 'result.stats is missing'],
+      ['hello', (m) => (m.workerId = ''), 'hello.workerId must be a string of 1..128 chars, got ""'],
+      ['hello', (m) => (m.workerId = 'w'.repeat(129)), 'hello.workerId must be a string of 1..128 chars, got a string of 129 chars'],
+      ['hello', (m) => (m.backend = 'b'.repeat(33)), 'hello.backend'],
+      ['hello', (m) => (m.host = 7), 'hello.host must be a string of at most 256 chars, got 7'],
+      ['hello', (m) => (m.capabilities.wire = Array(9).fill('x')), 'hello.capabilities.wire must be an array of at most 8'],
+      ['hello', (m) => (m.capabilities.wire = ['x'.repeat(17)]), 'hello.capabilities.wire[0]'],
+      ['hello', (m) => (m.capabilities.maxShards = 0), 'hello.capabilities.maxShards must be an integer >= 1, got 0'],
+      ['hello', (m) => (m.capabilities = null), 'hello.capabilities must be a map, got null'],
+      ['challenge', (m) => (m.nonce = m.nonce.subarray(0, 31)), 'challenge.nonce must be exactly 32 bytes, got Uint8Array(31)'],
+      ['auth', (m) => (m.hmac = new Float32Array(8)), 'auth.hmac must be exactly 32 bytes, got Float32Array(8)'],
+      ['welcome', (m) => (m.config = [1]), 'welcome.config must be a map, got an array of 1'],
+      ['welcome', (m) => (m.config = null), 'welcome.config must be a map, got null'],
+      ['welcome', (m) => (m.config.blob = new Float32Array(2)), 'welcome.config.blob must be JSON data, got Float32Array(2)'],
+      ['welcome', (m) => (m.runId = ''), 'welcome.runId'],
+      ['welcome', (m) => (m.g.version = -1), 'welcome.g.version must be an integer >= 0, got -1'],
+      ['welcome', (m) => (m.d.extra = true), 'welcome.d has unknown field "extra"'],
+      ['weights', (m) => (m.net = 'E'), 'weights.net must be one of "G", "D", got "E"'],
+      ['weights', (m) => (m.version = 2 ** 53), 'weights.version must be an integer >= 0'],
+      ['bye', (m) => (m.reason = 'r'.repeat(1025)), 'bye.reason must be a string of at most 1024 chars'],
+      ['bye', (m) => (m.code = 'c'.repeat(65)), 'bye.code'],
+      ['bye', (m) => (m.extra = 'x'), 'bye has unknown field "extra"'],
+    ];
+    for (const [type, mutate, reason] of cases) {
+      const m = valid(type);
+      mutate(m);
+      expectFail(decode(craft(m), LIMITS), 'BAD_FIELD', reason);
+    }
+  });
+
+  it('rejects an extra unknown top-level field on every message type', () => {
+    for (const type of MESSAGE_TYPES) {
+      expectFail(decode(craft({ ...valid(type), sneaky: 1 }), LIMITS), 'BAD_FIELD', `${type} has unknown field "sneaky"`);
+    }
+  });
+
+  it('neutralises __proto__ keys instead of letting them reach the prototype', () => {
+    // msgpackr renames __proto__ to __proto_; the unknown-field check then rejects it
+    const key = Buffer.from('__proto__');
+    const frame = Buffer.concat([
+      Buffer.from([0x83, 0xa4]), Buffer.from('type'), Buffer.from([0xa3]), Buffer.from('bye'),
+      Buffer.from([0xa8]), Buffer.from('protocol'), Buffer.from([0x01]),
+      Buffer.from([0xa0 + key.length]), key, Buffer.from([0x81, 0xa8]), Buffer.from('polluted'), Buffer.from([0xc3]),
+    ]);
+    expectFail(decode(frame, LIMITS), 'BAD_FIELD', 'unknown field');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('rejects cyclic configs built with msgpackr reference extensions', () => {
+    const cloner = new Packr({ moreTypes: true, useRecords: false, structuredClone: true });
+    // msgpackr cannot even rebuild a cyclic map when decoding maps as objects
+    const m = valid('welcome');
+    m.config.self = m.config;
+    expect(decode(cloner.pack(m), LIMITS).ok).toBe(false);
+    // cyclic arrays do decode, and would hang or blow up whoever JSON.stringifies the config
+    const a = valid('welcome');
+    const loop: unknown[] = [];
+    loop.push(loop);
+    a.config.loop = loop;
+    expectFail(decode(cloner.pack(a), LIMITS), 'BAD_FIELD', 'welcome.config.loop[0][0]', 'deeper than');
+  });
+
+  it('maps decode errors to close codes', () => {
+    expect(closeCodeFor('PROTOCOL_MISMATCH')).toBe(WS_CLOSE.versionMismatch);
+    expect(closeCodeFor('NON_FINITE')).toBe(WS_CLOSE.protocolError);
+    for (const code of Object.values(WS_CLOSE)) expect(code >= 4000 && code <= 4999).toBe(true);
+    expect(Object.keys(DecodeErrorCode)).toEqual(Object.values(DecodeErrorCode));
+  });
+
+  it('validateMessage checks outgoing messages without a round trip', () => {
+    expect(validateMessage({ ...samples.bye, protocol: PROTOCOL_VERSION }, LIMITS).ok).toBe(true);
+    expectFail(validateMessage({ ...samples.bye }, LIMITS), 'BAD_FIELD', 'bye.protocol is missing');
+  });
+});
+
+describe('hostile input never throws', () => {
+  const validFrames = MESSAGE_TYPES.map((t) => encode(samples[t]));
+
+  function safeDecode(frame: Uint8Array, limits = LIMITS): DecodeResult {
+    let r: DecodeResult | undefined;
+    expect(() => (r = decode(frame, limits))).not.toThrow();
+    return r!;
+  }
+
+  it('random bytes (seeded)', () => {
+    const r = prng(0xdecafbad);
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      const len = Math.floor(r() * (i % 10 === 0 ? 2000 : 64));
+      const frame = new Uint8Array(len);
+      for (let j = 0; j < len; j++) frame[j] = Math.floor(r() * 256);
+      // bias some frames toward plausible starts so the fuzzer gets past the first byte
+      if (len > 0 && i % 3 === 0) frame[0] = 0x80 + Math.floor(r() * 16);
+      if (safeDecode(frame).ok) accepted++;
+      // msgpackr keeps module-level state; a hostile frame must not poison the next decode
+      if (i % 500 === 0) expect(decode(validFrames[i % validFrames.length]!, LIMITS).ok).toBe(true);
+    }
+    expect(accepted).toBe(0);
+  });
+
+  it('valid frames with random bytes flipped', () => {
+    const r = prng(7);
+    for (let i = 0; i < 3000; i++) {
+      const frame = new Uint8Array(validFrames[i % validFrames.length]!);
+      const flips = 1 + Math.floor(r() * 4);
+      for (let k = 0; k < flips; k++) frame[Math.floor(r() * frame.length)] = Math.floor(r() * 256);
+      safeDecode(frame);
+    }
+    for (const f of validFrames) expect(decode(f, LIMITS).ok).toBe(true);
+  });
+
+  it('truncated valid frames', () => {
+    const r = prng(99);
+    for (const frame of validFrames) {
+      const cuts = frame.length <= 2048 ? Array.from({ length: frame.length }, (_, i) => i) : Array.from({ length: 500 }, () => Math.floor(r() * frame.length));
+      for (const cut of cuts) expect(safeDecode(frame.subarray(0, cut)).ok).toBe(false);
+    }
+  });
+
+  it('deeply nested frames (stack overflow inside msgpackr) and lying length headers', () => {
+    const deep = new Uint8Array(200_000).fill(0x91);
+    deep[deep.length - 1] = 0x01;
+    expectFail(safeDecode(deep), 'FRAME_NOT_MSGPACK');
+    // array32 claiming 4 billion entries, map32 likewise, bin32 and ext32 far past the end
+    for (const head of [[0xdd], [0xdf], [0xc6], [0xc9]]) {
+      expectFail(safeDecode(new Uint8Array([...head, 0xff, 0xff, 0xff, 0xff, 0x00])), 'FRAME_NOT_MSGPACK');
+    }
+    // a Float32Array ext whose payload is not a multiple of 4 bytes
+    expectFail(safeDecode(new Uint8Array([0xc7, 4, 0x74, 7, 1, 2, 3])), 'FRAME_NOT_MSGPACK');
+    expect(decode(validFrames[0]!, LIMITS).ok).toBe(true);
+  });
+});
+
+describe('performance', () => {
+  const N = 2_500_000;
+  const big: Outgoing<ResultMsg> = { ...samples.result, gradient: floats(N, 11) };
+  const frame = encode(big);
+
+  it('decodes a 2.5M-float result quickly and intact', () => {
+    let best = Infinity;
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      const msg = ok(decode(frame, LIMITS)) as ResultMsg;
+      best = Math.min(best, performance.now() - t);
+      expect(msg.gradient.length).toBe(N);
+    }
+    const msg = ok(decode(frame, LIMITS)) as ResultMsg;
+    expect(msg.gradient[N - 1]).toBe(big.gradient[N - 1]);
+    // generous: typically ~5 ms; only catches accidental per-element work or extra copies
+    expect(best).toBeLessThan(250);
+  });
+
+  it('rejects a big frame with one trailing byte without msgpackr stringifying it', () => {
+    const longer = new Uint8Array(frame.length + 1);
+    longer.set(frame);
+    const t = performance.now();
+    expectFail(decode(longer, LIMITS), 'FRAME_NOT_MSGPACK', 'trailing');
+    expect(performance.now() - t).toBeLessThan(250);
+  });
+
+  it('firstNonFinite finds the first bad index and passes clean arrays', () => {
+    const a = floats(1000, 3);
+    expect(firstNonFinite(a)).toBe(-1);
+    a[500] = -Infinity;
+    a[900] = NaN;
+    expect(firstNonFinite(a)).toBe(500);
+    expect(firstNonFinite(new Float32Array(0))).toBe(-1);
+    a.fill(-0);
+    expect(firstNonFinite(a)).toBe(-1);
+  });
+});

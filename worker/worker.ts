@@ -1,0 +1,303 @@
+/**
+ * A worker: connects to the coordinator, authenticates, holds a replica of G and D, and turns
+ * the shards it is handed into gradients with the shared step functions. It holds no data set
+ * and no training state of its own, so it can be killed and restarted at any time; when the
+ * coordinator goes away it reconnects with backoff and carries on.
+ */
+import { hostname } from 'node:os';
+import { WebSocket } from 'ws';
+import { hmacOf } from '../shared/auth.ts';
+import { decode, encode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
+import { validateConfig, type GanConfig } from '../shared/config.ts';
+import { GanError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import { classifyTlsError } from '../shared/tls.ts';
+import { PROTOCOL_VERSION, type Message, type Outgoing, type ShardSpec, type TaskMsg } from '../shared/protocol.ts';
+import { GanReplica, type Net } from '../shared/replica.ts';
+import { resourceUsage } from '../shared/resources.ts';
+
+export interface WorkerOptions {
+  url: string;
+  token: string | null;
+  workerId: string;
+  backend: string;
+  log: Logger;
+  /** Keep waiting for a new run after the coordinator says the run is finished. */
+  stay: boolean;
+  /** Give up after this many consecutive failed connection attempts (Infinity: never). */
+  maxRetries: number;
+  backoff: { initialMs: number; maxMs: number };
+  /** No frame or ping from the coordinator for this long means the link is dead (ms). */
+  idleTimeoutMs: number;
+  /** Test hook: extra delay before each result is sent, to play a straggler (ms). */
+  testDelayMs: number;
+  /** Test hook: multiply every gradient by (1 + this), a finite but wrong result for --verify-fraction to catch (0: off). */
+  testCorruptScale?: number;
+  /** A worker_progress line every 500 shards or after this long with shards done, whichever first (ms; default 15 s). */
+  progressIntervalMs?: number;
+  /** PEM certificate(s) trusted for a wss:// coordinator instead of the system roots (--ca). */
+  ca?: string | null;
+}
+
+export const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 10000 };
+
+/** Close codes after which reconnecting cannot help. */
+const FATAL_CLOSE = new Map<number, string>([
+  [WS_CLOSE.authFailed, 'AUTH_FAILED'],
+  [WS_CLOSE.versionMismatch, 'PROTOCOL_MISMATCH'],
+  [WS_CLOSE.banned, 'BANNED'],
+  [WS_CLOSE.replaced, 'REPLACED'],
+]);
+
+/**
+ * The coordinator is trusted more than workers are (it holds the run), but its frames are still
+ * decoded and validated; the limits only bound a single frame's size.
+ */
+const WORKER_LIMITS: DecodeLimits = { maxFrameBytes: 1 << 30, maxFloats: 1 << 28 };
+
+interface QueuedShard {
+  task: TaskMsg;
+  shard: ShardSpec;
+  ws: WebSocket;
+}
+
+export class Worker {
+  private replica: GanReplica | null = null;
+  private replicaConfigJson = '';
+  private versions: Record<Net, number> = { G: -1, D: -1 };
+  private queue: QueuedShard[] = [];
+  private pumping = false;
+  private ws: WebSocket | null = null;
+  private stopped = false;
+  private shardsDone = 0;
+  private computeMsTotal = 0;
+  private reconnects = 0;
+  private lastProgress = { at: performance.now(), shards: 0 };
+  private log: Logger;
+  /** Why run() returned 2 (a refusal or a TLS failure retrying cannot fix); null otherwise. */
+  fatal: { code: string; reason: string } | null = null;
+
+  constructor(readonly opts: WorkerOptions) {
+    this.log = opts.log;
+  }
+
+  /** Runs until the run finishes (exit 0), a fatal refusal (exit 2), or stop(). */
+  async run(): Promise<number> {
+    let failures = 0;
+    let delay = this.opts.backoff.initialMs;
+    while (!this.stopped) {
+      const outcome = await this.connectOnce();
+      if (outcome.kind === 'finished' && !this.opts.stay) {
+        this.log.info({ event: 'worker_finished', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), reconnects: this.reconnects }, 'the coordinator finished the run; exiting');
+        return 0;
+      }
+      if (outcome.kind === 'fatal') {
+        this.fatal = { code: outcome.code ?? 'FATAL', reason: outcome.reason };
+        if (outcome.tls) {
+          // Not the coordinator's refusal: this worker could not (or would not) trust the link.
+          this.log.error({ event: 'tls_failed', code: outcome.code, tlsCode: outcome.tls, url: this.opts.url, reason: outcome.reason }, outcome.reason);
+        } else {
+          this.log.error({ event: 'refused', code: outcome.code, reason: outcome.reason }, `the coordinator refused this worker: ${outcome.reason}`);
+        }
+        return 2;
+      }
+      if (this.stopped) break;
+      if (outcome.kind === 'connected-then-lost' || outcome.kind === 'finished') {
+        failures = 0;
+        delay = this.opts.backoff.initialMs;
+      } else {
+        failures++;
+        if (failures > this.opts.maxRetries) {
+          this.log.error({ event: 'gave_up', attempts: failures, url: this.opts.url }, `could not reach the coordinator after ${failures} attempts; giving up`);
+          return 1;
+        }
+      }
+      // Jitter keeps a fleet of workers from reconnecting in lockstep after a coordinator restart.
+      const wait = Math.round(delay * (0.75 + 0.5 * Math.random()));
+      this.log.info({ event: 'reconnecting', inMs: wait, attempt: failures + 1, url: this.opts.url, reason: outcome.reason }, `reconnecting in ${wait} ms`);
+      await new Promise((r) => setTimeout(r, wait));
+      delay = Math.min(this.opts.backoff.maxMs, delay * 2);
+      this.reconnects++;
+    }
+    return 0;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.ws?.close(1000, 'WORKER_STOPPING');
+  }
+
+  private send(ws: WebSocket, msg: Outgoing<Message>): void {
+    if (ws.readyState === WebSocket.OPEN) ws.send(encode(msg));
+  }
+
+  private connectOnce(): Promise<{ kind: 'unreachable' | 'connected-then-lost' | 'finished' | 'fatal'; code?: string; reason: string; tls?: string }> {
+    return new Promise((resolve) => {
+      const ca = this.opts.ca ?? undefined;
+      const ws = new WebSocket(this.opts.url, { maxPayload: WORKER_LIMITS.maxFrameBytes, handshakeTimeout: 10000, ...(ca ? { ca } : {}) });
+      /** The connection error before any frame, if any (TLS verification failures are fatal). */
+      let connectError: Error | null = null;
+      this.ws = ws;
+      let welcomed = false;
+      let bye: { code: string; reason: string } | null = null;
+      let idleTimer: NodeJS.Timeout | null = null;
+      const touch = () => {
+        if (idleTimer) clearTimeout(idleTimer);
+        idleTimer = setTimeout(() => {
+          this.log.warn({ event: 'warning', code: 'COORDINATOR_SILENT', ms: this.opts.idleTimeoutMs }, 'no word from the coordinator; dropping the connection');
+          ws.terminate();
+        }, this.opts.idleTimeoutMs);
+      };
+      ws.on('open', () => {
+        touch();
+        this.log.info({ event: 'connected', url: this.opts.url }, 'connected to the coordinator');
+        this.send(ws, {
+          type: 'hello',
+          workerId: this.opts.workerId,
+          backend: this.opts.backend,
+          host: hostname().slice(0, 256),
+          capabilities: { wire: ['fp32'], maxShards: 4096 },
+        });
+      });
+      ws.on('ping', touch);
+      ws.on('message', (data, isBinary) => {
+        touch();
+        if (!isBinary) return;
+        const res = decode(data as Buffer, WORKER_LIMITS);
+        if (!res.ok) {
+          const reason = res.code === 'PROTOCOL_MISMATCH' ? `this worker speaks protocol ${PROTOCOL_VERSION}; ${res.reason}` : res.reason;
+          this.log.error({ event: 'bad_frame', code: res.code, reason }, 'bad frame from the coordinator; disconnecting');
+          if (res.code === 'PROTOCOL_MISMATCH') bye = { code: 'PROTOCOL_MISMATCH', reason };
+          ws.close(res.code === 'PROTOCOL_MISMATCH' ? WS_CLOSE.versionMismatch : WS_CLOSE.protocolError, res.code);
+          return;
+        }
+        const msg = res.msg;
+        switch (msg.type) {
+          case 'challenge':
+            if (!this.opts.token) {
+              bye = { code: 'TOKEN_REQUIRED', reason: 'the coordinator requires a token: set GAN_TOKEN or pass --token-file' };
+              ws.close(1000, 'TOKEN_REQUIRED');
+              return;
+            }
+            this.send(ws, { type: 'auth', hmac: hmacOf(this.opts.token, msg.nonce) });
+            return;
+          case 'welcome':
+            try {
+              this.onWelcome(msg.config as unknown as GanConfig, msg.g, msg.d, msg.runId);
+              welcomed = true;
+            } catch (err) {
+              const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
+              this.log.error({ event: 'bad_welcome', reason }, 'cannot build the model the coordinator described');
+              bye = { code: 'BAD_WELCOME', reason };
+              ws.close(WS_CLOSE.protocolError, 'BAD_WELCOME');
+            }
+            return;
+          case 'weights':
+            if (!welcomed || !this.replica) return;
+            this.replica.setWeights(msg.net, msg.weights);
+            this.versions[msg.net] = msg.version;
+            // Shards computed against older weights are from a finished phase: skip them.
+            this.queue = this.queue.filter((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
+            return;
+          case 'task':
+            if (!welcomed) return;
+            for (const shard of msg.shards) this.queue.push({ task: msg, shard, ws });
+            void this.pump();
+            return;
+          case 'bye':
+            bye = { code: msg.code, reason: msg.reason };
+            this.log.info({ event: 'coordinator_bye', code: msg.code, reason: msg.reason }, `coordinator says: ${msg.reason}`);
+            return;
+          default:
+            this.log.warn({ event: 'warning', code: 'UNEXPECTED_MESSAGE', type: msg.type }, 'unexpected message from the coordinator; ignored');
+        }
+      });
+      ws.on('error', (err) => {
+        if (!welcomed) {
+          connectError ??= err;
+          this.log.debug({ err: err.message, code: (err as NodeJS.ErrnoException).code }, 'connection error');
+        }
+      });
+      ws.on('close', (code, reasonBuf) => {
+        if (idleTimer) clearTimeout(idleTimer);
+        this.queue = this.queue.filter((q) => q.ws !== ws);
+        const tlsFatal = !welcomed && connectError ? classifyTlsError(connectError, { url: this.opts.url, ca: Boolean(ca) }) : null;
+        if (tlsFatal) return resolve({ kind: 'fatal', code: tlsFatal.code, reason: tlsFatal.reason, tls: (connectError as NodeJS.ErrnoException).code ?? 'UNKNOWN' });
+        const reason = bye?.reason ?? (reasonBuf.toString() || (connectError ? connectError.message : `closed with code ${code}`));
+        const fatal = FATAL_CLOSE.get(code) ?? (bye?.code === 'TOKEN_REQUIRED' ? 'TOKEN_REQUIRED' : undefined);
+        if (fatal) return resolve({ kind: 'fatal', code: bye?.code ?? fatal, reason });
+        if (bye?.code === 'RUN_FINISHED') return resolve({ kind: 'finished', reason });
+        if (welcomed) this.log.warn({ event: 'disconnected', code, reason }, 'lost the coordinator');
+        resolve({ kind: welcomed ? 'connected-then-lost' : 'unreachable', reason });
+      });
+    });
+  }
+
+  private onWelcome(config: GanConfig, g: { version: number; weights: Float32Array }, d: { version: number; weights: Float32Array }, runId: string): void {
+    const json = JSON.stringify(config);
+    if (json !== this.replicaConfigJson) {
+      validateConfig(config);
+      this.replica?.dispose();
+      this.replica = new GanReplica(config);
+      this.replicaConfigJson = json;
+    }
+    this.replica!.setWeights('G', g.weights);
+    this.replica!.setWeights('D', d.weights);
+    this.versions = { G: g.version, D: d.version };
+    this.queue = [];
+    this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, reconnects: this.reconnects }, 'joined the run');
+  }
+
+  private meanShardMs(): number {
+    return this.shardsDone ? Number((this.computeMsTotal / this.shardsDone).toFixed(2)) : 0;
+  }
+
+  /** worker_progress every 500 shards, or once progressIntervalMs passed with shards done since the last line. */
+  private maybeLogProgress(): void {
+    const now = performance.now();
+    const since = this.shardsDone - this.lastProgress.shards;
+    if (since <= 0) return;
+    if (this.shardsDone % 500 !== 0 && now - this.lastProgress.at < (this.opts.progressIntervalMs ?? 15_000)) return;
+    const shardsPerSec = Number((since / Math.max(1e-3, (now - this.lastProgress.at) / 1000)).toFixed(2));
+    this.lastProgress = { at: now, shards: this.shardsDone };
+    this.log.info({ event: 'worker_progress', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), shardsPerSec, reconnects: this.reconnects, ...resourceUsage() }, 'worker progress');
+  }
+
+  /** Computes queued shards one at a time, yielding between them so pings are answered. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0) {
+        const { task, shard, ws } = this.queue.shift()!;
+        if (ws !== this.ws || ws.readyState !== WebSocket.OPEN || !this.replica) continue;
+        if (task.gVersion !== this.versions.G || task.dVersion !== this.versions.D) continue;
+        const t0 = performance.now();
+        const result = this.replica.computeShard(task.phase, shard);
+        const computeMs = performance.now() - t0;
+        if (this.opts.testCorruptScale) {
+          const g = result.gradient;
+          for (let i = 0; i < g.length; i++) g[i] *= 1 + this.opts.testCorruptScale;
+        }
+        if (this.opts.testDelayMs > 0) await new Promise((r) => setTimeout(r, this.opts.testDelayMs));
+        this.send(ws, {
+          type: 'result',
+          taskId: task.taskId,
+          iteration: task.iteration,
+          phase: task.phase,
+          dStep: task.dStep,
+          shardId: shard.shardId,
+          gradient: result.gradient,
+          stats: { loss: result.loss, dReal: result.dReal, dFake: result.dFake },
+          computeMs: computeMs + this.opts.testDelayMs,
+        });
+        this.shardsDone++;
+        this.computeMsTotal += computeMs;
+        this.maybeLogProgress();
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+}
