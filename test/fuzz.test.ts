@@ -317,7 +317,7 @@ async function taskLane(lane: number, stop: () => boolean, outcomes: Outcome[], 
         failures.push(`task case ${index}: no welcome (${JSON.stringify(peer.close)})`);
         continue;
       }
-      const built = await taskCase(r, peer, outcomes.length);
+      const built = await taskCase(r, peer);
       if (!built) continue; // no shards for this connection in time: not a case
       const from = c.records.length;
       peer.send(built.frame.bytes!);
@@ -330,10 +330,24 @@ async function taskLane(lane: number, stop: () => boolean, outcomes: Outcome[], 
   }
 }
 
+/**
+ * Which breakage the next task case gets. Claimed the moment a task arrives (synchronously, so
+ * concurrent lanes never take the same one and no variant is skipped): every 8 task cases
+ * cover all variants, however the lanes interleave.
+ */
+let nextTaskVariant = 0;
+
 /** A result built from a task this client really holds, broken in one way. */
-async function taskCase(r: Rng, peer: RawPeer, variant: number): Promise<{ kind: string; frame: Frame; expected: Expectation } | null> {
+async function taskCase(r: Rng, peer: RawPeer): Promise<{ kind: string; frame: Frame; expected: Expectation } | null> {
   const task = await peer.next((m) => m.type === 'task', 2000);
   if (!task) return null;
+  let variant = nextTaskVariant++;
+  // Nothing precedes iteration 0: such a task gets a future-iteration case, and the next task
+  // takes the stale-iteration variant instead.
+  if (variant % 8 === 1 && (task.iteration as number) === 0) {
+    nextTaskVariant--;
+    variant = 7;
+  }
   const shards = task.shards as { shardId: number }[];
   const held = new Set(shards.map((s) => s.shardId));
   const phase = task.phase as Net;
@@ -352,15 +366,16 @@ async function taskCase(r: Rng, peer: RawPeer, variant: number): Promise<{ kind:
   };
   const pe = WS_CLOSE.protocolError;
   const notHeld = [...Array(8).keys()].filter((s) => !held.has(s));
-  switch (variant % 7) {
+  switch (variant % 8) {
     case 0:
       if (notHeld.length === 0) return { kind: 'unknown-task', frame: { bytes: rawPackr.pack({ ...base, taskId: base.taskId + 1000 }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
       return { kind: 'shard-not-handed', frame: { bytes: rawPackr.pack({ ...base, shardId: pick(r, notHeld) }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
     case 1: {
-      const iteration = Math.max(0, base.iteration + pick(r, [-3, -1, 1, 2, 1000]));
-      const kind = iteration < base.iteration ? 'stale-iteration' : 'future-iteration';
-      return { kind, frame: { bytes: rawPackr.pack({ ...base, iteration: iteration === base.iteration ? iteration + 1 : iteration }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
+      const iteration = Math.max(0, base.iteration - pick(r, [1, 3, base.iteration]));
+      return { kind: 'stale-iteration', frame: { bytes: rawPackr.pack({ ...base, iteration }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
     }
+    case 7:
+      return { kind: 'future-iteration', frame: { bytes: rawPackr.pack({ ...base, iteration: base.iteration + pick(r, [1, 2, 1000]) }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
     case 2:
       return { kind: 'other-phase', frame: { bytes: rawPackr.pack(r() < 0.5 ? { ...base, phase: phase === 'D' ? 'G' : 'D' } : { ...base, dStep: base.dStep + 1 }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
     case 3: {
