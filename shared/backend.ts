@@ -43,6 +43,45 @@ async function withoutNewProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * tfjs-backend-wasm's BatchMatMul is 10-15x slower when asked to read an operand transposed
+ * than when given the operand already transposed (its transposed path walks memory with a large
+ * stride). Backward passes ask for exactly that (dW = x^T dy, dx = dy W^T), which made it ~75%
+ * of a training step's kernel time. We re-register the kernel so a transposed operand is first
+ * materialised with the wasm Transpose kernel. Results change in the last bits (another
+ * summation order) but stay a pure function of the inputs, so every wasm process still computes
+ * the same numbers and bit-identity across workers holds. Idempotent.
+ */
+let matMulPatched = false;
+function transposeBeforeWasmMatMul(): void {
+  if (matMulPatched) return;
+  const original = tf.getKernel('BatchMatMul', 'wasm');
+  const transpose = tf.getKernel('Transpose', 'wasm');
+  if (!original || !transpose) return;
+  type Info = tf.TensorInfo;
+  const swapLast = (x: Info, backend: unknown): Info => {
+    const perm = x.shape.map((_, i) => i);
+    const r = perm.length;
+    [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+    return transpose.kernelFunc({ inputs: { x }, backend, attrs: { perm } } as never) as Info;
+  };
+  const kernelFunc: tf.KernelFunc = (args) => {
+    const { inputs, backend, attrs } = args as unknown as { inputs: { a: Info; b: Info }; backend: { disposeData(id: object): void }; attrs: { transposeA: boolean; transposeB: boolean } };
+    if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc(args);
+    const a = attrs.transposeA ? swapLast(inputs.a, backend) : inputs.a;
+    const b = attrs.transposeB ? swapLast(inputs.b, backend) : inputs.b;
+    try {
+      return original.kernelFunc({ ...args, inputs: { a, b }, attrs: { ...attrs, transposeA: false, transposeB: false } } as never);
+    } finally {
+      if (a !== inputs.a) backend.disposeData(a.dataId);
+      if (b !== inputs.b) backend.disposeData(b.dataId);
+    }
+  };
+  tf.unregisterKernel('BatchMatMul', 'wasm');
+  tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc });
+  matMulPatched = true;
+}
+
 async function tryLoad(name: BackendName): Promise<string | null> {
   try {
     if (name === 'tensorflow') {
@@ -55,6 +94,7 @@ async function tryLoad(name: BackendName): Promise<string | null> {
     }
     // The wasm module adds its handlers when the backend is instantiated, i.e. in setBackend.
     const ok = await withoutNewProcessHandlers(() => tf.setBackend(name));
+    if (ok && name === 'wasm') transposeBeforeWasmMatMul();
     return ok ? null : `tf.setBackend('${name}') returned false`;
   } catch (err) {
     const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
