@@ -3,6 +3,7 @@
  * and shard-order averaging as the distributed mode, all in one process. Its weights are the
  * reference the coordinator + workers must match bit for bit.
  */
+import { assertCanTrain } from '../shared/backend.ts';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { hashFloats } from '../shared/hash.ts';
@@ -16,6 +17,7 @@ export class LocalTrainer {
   private synced: Record<Net, number> = { G: -1, D: -1 };
 
   constructor(readonly config: GanConfig, readonly source: DataSource, snapshot?: TrainingSnapshot) {
+    assertCanTrain(config.model.kind);
     this.replica = new GanReplica(config);
     this.state = new TrainingState(config, source, this.replica.layout, snapshot);
   }

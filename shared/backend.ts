@@ -127,3 +127,28 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<Backe
   }
   throw new ConfigError('BACKEND_UNAVAILABLE', `no compute backend could be started: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
 }
+
+/**
+ * Kernels a model's training step needs that not every backend has. The MLP models use only
+ * kernels all backends implement; dcgan's convolution gradients need Conv2DBackpropFilter,
+ * which tfjs-backend-wasm lacks (its forward pass, sampling and export work there).
+ */
+const TRAINING_KERNELS: Record<string, string[]> = {
+  dcgan: ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'],
+};
+
+/**
+ * Fails fast, before any phase runs, when the active backend cannot compute a model's
+ * gradients: otherwise the first D-step dies deep inside tfjs with "kernel not registered".
+ */
+export function assertCanTrain(modelKind: string): void {
+  const backend = tf.getBackend();
+  const missing = (TRAINING_KERNELS[modelKind] ?? []).filter((k) => !tf.getKernel(k, backend));
+  if (missing.length > 0) {
+    throw new ConfigError(
+      'BACKEND_CANNOT_TRAIN',
+      `--model ${modelKind} cannot be trained on the '${backend}' backend: it has no ${missing.join(', ')} kernel. ` +
+        `Use --backend cpu (slow), or a machine where @tensorflow/tfjs-node installed (--backend tensorflow); the MLP models train on every backend.`,
+    );
+  }
+}

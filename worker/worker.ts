@@ -7,6 +7,7 @@
 import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { hmacOf } from '../shared/auth.ts';
+import { assertCanTrain } from '../shared/backend.ts';
 import { decode, encode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
 import { validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
@@ -188,7 +189,8 @@ export class Worker {
             } catch (err) {
               const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
               this.log.error({ event: 'bad_welcome', reason }, 'cannot build the model the coordinator described');
-              bye = { code: 'BAD_WELCOME', reason };
+              // A backend that cannot train the model is the worker's own, lasting condition.
+              bye = { code: err instanceof GanError && err.code === 'BACKEND_CANNOT_TRAIN' ? err.code : 'BAD_WELCOME', reason };
               ws.close(WS_CLOSE.protocolError, 'BAD_WELCOME');
             }
             return;
@@ -224,7 +226,8 @@ export class Worker {
         const tlsFatal = !welcomed && connectError ? classifyTlsError(connectError, { url: this.opts.url, ca: Boolean(ca) }) : null;
         if (tlsFatal) return resolve({ kind: 'fatal', code: tlsFatal.code, reason: tlsFatal.reason, tls: (connectError as NodeJS.ErrnoException).code ?? 'UNKNOWN' });
         const reason = bye?.reason ?? (reasonBuf.toString() || (connectError ? connectError.message : `closed with code ${code}`));
-        const fatal = FATAL_CLOSE.get(code) ?? (bye?.code === 'TOKEN_REQUIRED' ? 'TOKEN_REQUIRED' : undefined);
+        // Retrying cannot help a worker whose backend cannot train this run's model.
+        const fatal = FATAL_CLOSE.get(code) ?? (bye?.code === 'TOKEN_REQUIRED' || bye?.code === 'BACKEND_CANNOT_TRAIN' ? bye.code : undefined);
         if (fatal) return resolve({ kind: 'fatal', code: bye?.code ?? fatal, reason });
         if (bye?.code === 'RUN_FINISHED') return resolve({ kind: 'finished', reason });
         if (welcomed) this.log.warn({ event: 'disconnected', code, reason }, 'lost the coordinator');
@@ -237,6 +240,7 @@ export class Worker {
     const json = JSON.stringify(config);
     if (json !== this.replicaConfigJson) {
       validateConfig(config);
+      assertCanTrain(config.model.kind);
       this.replica?.dispose();
       this.replica = new GanReplica(config);
       this.replicaConfigJson = json;
