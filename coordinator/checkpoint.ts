@@ -9,9 +9,10 @@
  * and the sampler's position is three integers.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GanConfig } from '../shared/config.ts';
+import { fsyncDir, writeFileSynced } from '../shared/durable-file.ts';
 import { GanError } from '../shared/errors.ts';
 import type { OptimizerState } from '../shared/optimizers.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
@@ -63,26 +64,6 @@ export function checkpointsDir(runDir: string): string {
 
 function dirName(iteration: number): string {
   return String(iteration).padStart(8, '0');
-}
-
-function writeFileSynced(path: string, data: Uint8Array): void {
-  const fd = openSync(path, 'w');
-  try {
-    let off = 0;
-    while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function fsyncDir(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function sha256(bytes: Uint8Array): string {

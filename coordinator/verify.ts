@@ -22,8 +22,9 @@
  * p < 1 a wrong worker may contribute to earlier phases before it is caught; p = 1 makes every
  * applied gradient one that two workers agreed on.
  */
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../shared/durable-file.ts';
 import { ConfigError } from '../shared/errors.ts';
 import type { PhaseKey } from '../shared/training-state.ts';
 import { deriveSeed } from '../shared/rng.ts';
@@ -96,8 +97,6 @@ export class BanList {
 
   add(rec: BanRecord): void {
     this.bans.set(rec.workerId, rec);
-    const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, JSON.stringify([...this.bans.values()], null, 2));
-    renameSync(tmp, this.file);
+    writeFileAtomic(this.file, JSON.stringify([...this.bans.values()], null, 2));
   }
 }

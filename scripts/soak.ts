@@ -24,6 +24,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { uniformSource } from '../shared/rng.ts';
 import { eventsOf, killAll, readLog, reservePort, sleep, spawnCli, waitForEvent, waitForExit, type Proc } from '../test/helpers/processes.ts';
 
 const { values: args } = parseArgs({
@@ -48,18 +49,7 @@ const SEED = args.seed === undefined ? (Date.now() % 2 ** 31) : Number(args.seed
 const TRAIN = ['--dataset', 'ring8', '--batch-size', '64', '--shards', '8', '--seed', '7', '--backend', 'wasm'];
 const START_MS = 60_000;
 
-/** mulberry32: the chaos schedule is reproducible from --seed (the timing of the machine is not). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(SEED);
+const rand = uniformSource(SEED);
 const between = (lo: number, hi: number) => lo + (hi - lo) * rand();
 
 const runDir = mkdtempSync(join(tmpdir(), 'gan-soak-'));

@@ -12,11 +12,12 @@
  * Every file is written under a temporary name and renamed into place, so a reader never sees
  * half a file; within a net, weights.bin lands before the model.json that refers to it.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { validateConfig, type GanConfig } from './config.ts';
+import { writeFileAtomic } from './durable-file.ts';
 import { GanError } from './errors.ts';
 // Registers the custom layers with tfjs serialization, so an exported D deserializes here.
 import { Maxout, MinibatchStd, SeededDropout } from './layers.ts';
@@ -55,13 +56,6 @@ export interface ExportMetaFile extends ExportMeta {
     output: { shape: (number | null)[]; note: string };
   };
   discriminator: NetExportInfo & { note: string };
-}
-
-/** Writes a file atomically: a temporary sibling, then rename. */
-function writeAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
 }
 
 /** Every class_name in a Keras-style topology (recursing into nested configs). */
@@ -104,8 +98,8 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
       if (artifacts.trainingConfig != null) modelJson.trainingConfig = artifacts.trainingConfig;
       if (artifacts.userDefinedMetadata != null) modelJson.userDefinedMetadata = artifacts.userDefinedMetadata;
       customLayers = customLayerClasses(artifacts.modelTopology);
-      writeAtomic(join(dir, WEIGHTS_FILE), weights);
-      writeAtomic(join(dir, MODEL_FILE), JSON.stringify(modelJson));
+      writeFileAtomic(join(dir, WEIGHTS_FILE), weights);
+      writeFileAtomic(join(dir, MODEL_FILE), JSON.stringify(modelJson));
       return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
     }),
   );
@@ -148,7 +142,7 @@ export async function exportModels(replica: GanReplica, dir: string, meta: Expor
       note: `outputs a logit (apply sigmoid for D(x))${pack > 1 ? `; packed: input is ${pack} flattened samples side by side` : ''}; ${custom}`,
     },
   };
-  writeAtomic(join(root, META_FILE), JSON.stringify(file, null, 2));
+  writeFileAtomic(join(root, META_FILE), JSON.stringify(file, null, 2));
   return { generator: g.path, discriminator: d.path };
 }
 

@@ -111,6 +111,15 @@ export class Rng {
   }
 }
 
+/**
+ * A seeded source of uniform [0, 1) numbers as a plain function, for code that only needs
+ * reproducible choices (fuzzers, the soak test's chaos schedule), not a checkpointable state.
+ */
+export function uniformSource(seed: number): () => number {
+  const rng = new Rng(seed);
+  return () => rng.nextFloat();
+}
+
 /** n standard-normal float32 values from a seed. */
 export function normalArray(n: number, seed: number): Float32Array {
   const rng = new Rng(seed);

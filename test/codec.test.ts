@@ -21,6 +21,7 @@ import {
   type ResultMsg,
   type TaskMsg,
 } from '../shared/protocol.ts';
+import { uniformSource } from '../shared/rng.ts';
 
 const LIMITS: DecodeLimits = { maxFrameBytes: 64 * 1024 * 1024, maxFloats: 4_000_000 };
 
@@ -28,20 +29,9 @@ const LIMITS: DecodeLimits = { maxFrameBytes: 64 * 1024 * 1024, maxFloats: 4_000
 const raw = new Packr({ moreTypes: true, useRecords: false });
 const craft = (value: unknown): Uint8Array => raw.pack(value);
 
-/** mulberry32: tiny, seeded, good enough to drive a fuzzer reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function floats(n: number, seed = 1): Float32Array {
-  const r = prng(seed);
+  const r = uniformSource(seed);
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
   return a;
@@ -236,7 +226,7 @@ describe('error codes', () => {
   });
 
   it('NON_FINITE names the array and index, for NaN at a random index', () => {
-    const r = prng(42);
+    const r = uniformSource(42);
     for (let trial = 0; trial < 20; trial++) {
       const m = valid('result');
       const at = Math.floor(r() * m.gradient.length);
@@ -391,7 +381,7 @@ describe('hostile input never throws', () => {
   }
 
   it('random bytes (seeded)', () => {
-    const r = prng(0xdecafbad);
+    const r = uniformSource(0xdecafbad);
     let accepted = 0;
     for (let i = 0; i < 5000; i++) {
       const len = Math.floor(r() * (i % 10 === 0 ? 2000 : 64));
@@ -407,7 +397,7 @@ describe('hostile input never throws', () => {
   });
 
   it('valid frames with random bytes flipped', () => {
-    const r = prng(7);
+    const r = uniformSource(7);
     for (let i = 0; i < 3000; i++) {
       const frame = new Uint8Array(validFrames[i % validFrames.length]!);
       const flips = 1 + Math.floor(r() * 4);
@@ -418,7 +408,7 @@ describe('hostile input never throws', () => {
   });
 
   it('truncated valid frames', () => {
-    const r = prng(99);
+    const r = uniformSource(99);
     for (const frame of validFrames) {
       const cuts = frame.length <= 2048 ? Array.from({ length: frame.length }, (_, i) => i) : Array.from({ length: 500 }, () => Math.floor(r() * frame.length));
       for (const cut of cuts) expect(safeDecode(frame.subarray(0, cut)).ok).toBe(false);

@@ -22,6 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeCodeFor, decode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
+import { uniformSource } from '../shared/rng.ts';
 import type { GanConfig } from '../shared/config.ts';
 import { HANDSHAKE_FRAME_BYTES } from '../coordinator/coordinator.ts';
 import { RING8_FLAGS, RawPeer, rawPackr, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
@@ -41,17 +42,6 @@ const STABLE_CODES = new Set([
   'TEXT_FRAME', 'UNEXPECTED_HELLO', 'UNEXPECTED_AUTH', 'UNEXPECTED_MESSAGE', 'NOT_AUTHENTICATED', 'AUTH_FAILED', 'RESULT_NOT_ASSIGNED', 'GRADIENT_SIZE',
 ]);
 
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 type Rng = () => number;
 const int = (r: Rng, n: number) => Math.floor(r() * n);
 const pick = <T>(r: Rng, xs: readonly T[]): T => xs[int(r, xs.length)];
@@ -270,7 +260,7 @@ afterAll(async () => {
 
 /** Runs one case on a fresh connection; returns a description of what went wrong, or null. */
 async function runCase(index: number, outcomes: Outcome[]): Promise<string | null> {
-  const r = prng(SEED * 7919 + index);
+  const r = uniformSource(SEED * 7919 + index);
   const stage: Stage = pick(r, ['fresh', 'fresh', 'hello', 'ready']);
   const t0 = performance.now();
   const peer = await RawPeer.connect(c.url);
@@ -308,7 +298,7 @@ async function runCase(index: number, outcomes: Outcome[]): Promise<string | nul
 async function taskLane(lane: number, stop: () => boolean, outcomes: Outcome[], failures: string[]): Promise<void> {
   for (let n = 0; !stop(); n++) {
     const index = n * TASK_LANES + lane;
-    const r = prng(SEED * 104729 + index);
+    const r = uniformSource(SEED * 104729 + index);
     const peer = await RawPeer.connect(c.url);
     const t0 = performance.now();
     try {
