@@ -9,19 +9,22 @@
  * within 0.15 (7.5 std, a tenth of the mode spacing) of a mode: most samples are near a mode,
  * not merely half of them on one.
  *
- * CALIBRATION (wasm backend, PRESETS.ring8 = mlp2d G 3x64 / D 2x64, noise 4, pack 2, 2 D-steps,
- * batch 256 in 1 shard, Adam 1e-3 / 0.5 / 0.999, label smoothing 0.1, 3,000 iterations; final
- * G on the fixed evaluation noise below). Measured on seeds 1-10, modes / within 3 std /
- * within 0.15 after 3,000 iterations:
- *   seed  1: 8/8 80% 95%    seed  2: 8/8 78% 95%    seed  3: 7/8 77% 93%    seed  4: 6/8 57% 96%
- *   seed  5: 8/8 80% 96%    seed  6: 8/8 62% 95%    seed  7: 8/8 65% 95%    seed  8: 8/8 86% 94%
- *   seed  9: 7/8 61% 95%    seed 10: 8/8 74% 95%
- * All ten pass. The run costs ~10 ms per iteration on one core of a 2-CPU EPYC VM, ~30 s in all
- * (about twice that wall time when the machine is busy). A GAN at a constant learning rate does
- * not settle: between 2,250 and 3,250 iterations about 1 evaluation in 10 (any seed) dips below
- * the 3-std bound for a few hundred iterations while >= 88% stay within 0.15, so the strict
- * bound is asserted only on the verified end point, whose result is bit-reproducible on this
- * backend. More seeds: GAN_LEARNING_SEEDS=1,2,3 npx vitest run test/learning.test.ts
+ * CALIBRATION (wasm backend with shared/backend.ts's transpose-before-matMul, PRESETS.ring8 =
+ * mlp2d G 3x64 / D 2x64, noise 4, pack 2, 2 D-steps, batch 256 in 1 shard, Adam 1e-3 / 0.5 /
+ * 0.999, label smoothing 0.1, 3,000 iterations; final G on the fixed evaluation noise below).
+ * Seeds 1-10, modes / within 3 std / within 0.15 after 3,000 iterations (each run prints its
+ * line as [learning]):
+ *   seed  1: 8/8 85% 95%    seed  2: 8/8 67% 94%    seed  3: 8/8 81% 96%    seed  4: 8/8 87% 96%
+ *   seed  5: 8/8 86% 95%    seed  6: 6/8 39% 95%    seed  7: 8/8 89% 95%    seed  8: 7/8 58% 94%
+ *   seed  9: 8/8 84% 95%    seed 10: 8/8 79% 95%
+ * Nine of ten pass; seed 6 ends inside one of the dips described next (its samples are still on
+ * the ring, 95% within 0.15, but spread wider than 3 std). The suite runs seed 1. The run costs
+ * ~10 ms per iteration on one core of a 2-CPU EPYC VM, ~30 s in all (two to four times that
+ * when the machine is busy). A GAN at a constant learning rate does not settle: between 2,250
+ * and 3,250 iterations about 1 evaluation in 10 (any seed) dips below the 3-std bound for a few
+ * hundred iterations while >= 88% stay within 0.15, so the strict bound is asserted only on the
+ * verified end point of seed 1, whose result is bit-reproducible on this backend.
+ * More seeds: GAN_LEARNING_SEEDS=1,2,3 npx vitest run test/learning.test.ts
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LocalTrainer } from '../coordinator/local-trainer.ts';
@@ -92,6 +95,7 @@ describe('learning (ring8)', () => {
         const summary =
           `seed ${seed} after ${cfg.train.iterations} iterations (${seconds.toFixed(1)} s): ${m.modesCaptured}/8 modes, ` +
           `${(m.highQuality * 100).toFixed(1)}% within 3 std, ${(m.near * 100).toFixed(1)}% within ${NEAR_RADIUS}, counts [${m.counts}]`;
+        console.log(`[learning] ${summary}`); // the figures behind the CALIBRATION note above
         expect(m.modesCaptured, summary).toBeGreaterThanOrEqual(MIN_MODES);
         expect(m.highQuality, summary).toBeGreaterThanOrEqual(MIN_HIGH_QUALITY);
         expect(m.near, summary).toBeGreaterThanOrEqual(MIN_NEAR);
