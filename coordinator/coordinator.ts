@@ -14,22 +14,22 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifyHmac, newNonce } from '../shared/auth.ts';
-import { decode, encode, closeCodeFor, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, closeCodeFor, floatPayloadBytes, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { tapLog, type Logger } from '../shared/log.ts';
-import { PROTOCOL_VERSION, type HelloMsg, type Message, type ResultMsg, type ShardSpec } from '../shared/protocol.ts';
+import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
-import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
+import { ShardOrderAverage, TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
 import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
 import { Telemetry } from './metrics.ts';
-import { EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
+import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
 import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/periodic.ts';
 import { WorkerSession } from './session.ts';
@@ -127,6 +127,8 @@ export class Coordinator {
   private heartbeat: NodeJS.Timeout | null = null;
   private stopping = false;
   private limits: DecodeLimits;
+  /** --wire (config.train.wire): how weights and gradients travel; every worker must speak it. */
+  private readonly wire: WireFormat;
   /** Limits for frames before the handshake completes. */
   private handshakeLimits: DecodeLimits;
   private progress: ProgressTracker;
@@ -146,6 +148,14 @@ export class Coordinator {
   private retiredBytes = { sent: 0, received: 0 };
   /** Reported compute (ms) per session for the current phase: its busiest worker bounds the phase. */
   private phaseCompute = new Map<number, number>();
+  /** Per session, the current phase's reported codec and transfer time (result.timing), for the critical-path split. */
+  private phaseWorkerTiming = new Map<number, { codec: number; transfer: number }>();
+  /** The coordinator's receive time (ms) of the newest result of the current phase: at the end, the one that completed it. */
+  private lastResultRecvMs = 0;
+  /** Per-worker bytes per progress window. */
+  private byteWindows = new ByteWindows<number>();
+  /** Per net, the shard-order average, folded in as results arrive (off the critical path; same arithmetic). */
+  private averages: Record<Net, ShardOrderAverage>;
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
@@ -162,10 +172,12 @@ export class Coordinator {
     this.replica = new GanReplica(config);
     this.state = new TrainingState(config, opts.source, this.replica.layout, opts.snapshot);
     const maxFloats = Math.max(this.replica.layout.G.total, this.replica.layout.D.total);
+    this.wire = config.train.wire ?? 'fp32';
     // The largest frame a worker legitimately sends is one result: a gradient plus a few fields.
-    this.limits = { maxFrameBytes: maxFloats * 4 + 64 * 1024, maxFloats, maxShards: config.train.shards };
+    this.limits = { maxFrameBytes: floatPayloadBytes(maxFloats, this.wire) + 64 * 1024, maxFloats, maxShards: config.train.shards, wire: this.wire };
     this.handshakeLimits = { ...this.limits, maxFrameBytes: Math.min(this.limits.maxFrameBytes, HANDSHAKE_FRAME_BYTES) };
     this.progress = new ProgressTracker(config.train.batchSize);
+    this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
     this.telemetry = new Telemetry(
       {
         iteration: () => this.state.iteration,
@@ -293,7 +305,15 @@ export class Coordinator {
       return;
     }
     const session = new WorkerSession(this.nextSessionId++, ws, address);
+    session.socket = req.socket;
+    session.clock = this.timeSplit;
     this.sessions.set(session.sessionId, session);
+    // Receive time of a message: its first bytes read (before ws parses them; hence prepend) to
+    // the message reassembled. Bytes that wait while we are busy are not counted.
+    let recvSince: number | null = null;
+    req.socket.prependListener('data', () => {
+      recvSince ??= performance.now();
+    });
     const handshakeTimer = setTimeout(() => {
       if (session.state === 'hello' || session.state === 'auth') {
         this.log.warn({ event: 'warning', code: 'HANDSHAKE_TIMEOUT', address, stage: session.state }, 'no complete handshake in time; closing');
@@ -307,7 +327,10 @@ export class Coordinator {
     ws.on('message', (data: RawData, isBinary: boolean) => {
       // ws hands over a Buffer already (binaryType 'nodebuffer'); Buffer.from(buffer) would copy it.
       const frame = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      const recvMs = recvSince === null ? 0 : performance.now() - recvSince;
+      recvSince = null;
       session.bytesIn += frame.byteLength;
+      session.framesIn++;
       session.lastSeen = Date.now();
       // Frames still in flight after we closed (or the peer said bye) are not acted on.
       if (session.state === 'closed') return;
@@ -316,13 +339,15 @@ export class Coordinator {
         return;
       }
       // Before the handshake completes only hello and auth (< 1 KB) are legitimate.
+      const t0 = performance.now();
       const res = decode(frame, session.state === 'ready' ? this.limits : this.handshakeLimits);
+      this.timeSplit.addCodec(performance.now() - t0);
       if (!res.ok) {
         const reason = res.code === 'PROTOCOL_MISMATCH' ? `coordinator speaks protocol ${PROTOCOL_VERSION}; ${res.reason}` : res.reason;
         this.reject(session, closeCodeFor(res.code), res.code, reason);
         return;
       }
-      this.onMessage(session, res.msg);
+      this.onMessage(session, res.msg, recvMs);
     });
     ws.on('close', (code, reason) => {
       clearTimeout(handshakeTimer);
@@ -344,7 +369,7 @@ export class Coordinator {
     this.depart(session, closeCode, code);
   }
 
-  private onMessage(session: WorkerSession, msg: Message): void {
+  private onMessage(session: WorkerSession, msg: Message, recvMs = 0): void {
     switch (msg.type) {
       case 'hello':
         if (session.state !== 'hello') return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_HELLO', 'hello sent twice');
@@ -360,7 +385,7 @@ export class Coordinator {
       }
       case 'result':
         if (session.state !== 'ready') return this.reject(session, WS_CLOSE.protocolError, 'NOT_AUTHENTICATED', 'result before the handshake completed');
-        return this.onResult(session, msg);
+        return this.onResult(session, msg, recvMs);
       case 'bye':
         this.log.info({ event: 'worker_bye', worker: session.label, code: msg.code, reason: msg.reason }, 'worker says goodbye');
         session.state = 'closed';
@@ -375,6 +400,15 @@ export class Coordinator {
     session.workerId = msg.workerId;
     session.backend = msg.backend;
     session.host = msg.host;
+    session.capabilities = msg.capabilities.wire;
+    if (this.wire !== 'fp32' && !msg.capabilities.wire.includes(this.wire)) {
+      return this.reject(
+        session,
+        WS_CLOSE.unsupported,
+        'WIRE_UNSUPPORTED',
+        `this run sends weights and gradients as --wire ${this.wire}, and worker ${msg.workerId} only speaks ${msg.capabilities.wire.filter((w) => (WIRE_FORMATS as readonly string[]).includes(w)).join(', ') || 'no wire format this coordinator knows'}: upgrade the worker, or start a run with --wire fp32`,
+      );
+    }
     if (this.opts.network.token) {
       session.state = 'auth';
       session.nonce = newNonce();
@@ -395,11 +429,16 @@ export class Coordinator {
     }
     session.state = 'ready';
     session.admitted = true;
+    // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them.
+    session.features = PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f));
     const { weights, versions } = this.state;
     session.send({
       type: 'welcome',
       runId: this.runId,
       config: this.opts.config as unknown as Record<string, unknown>,
+      ...(session.features.length > 0 ? { features: session.features } : {}),
+      // encode() sends g and d (and must later send weights) in the welcome's wire format.
+      ...(this.wire !== 'fp32' ? { wire: this.wire } : {}),
       g: { version: versions.G, weights: weights.G },
       d: { version: versions.D, weights: weights.D },
     });
@@ -420,6 +459,7 @@ export class Coordinator {
     if (this.sessions.delete(session.sessionId)) {
       this.retiredBytes.sent += session.bytesOut;
       this.retiredBytes.received += session.bytesIn;
+      if (session.admitted) this.byteWindows.retire(session.sessionId, session.workerId, session.counters());
     }
     this.depart(session, code, reason);
   }
@@ -455,7 +495,7 @@ export class Coordinator {
 
   // ---------------------------------------------------------------- results
 
-  private onResult(session: WorkerSession, msg: ResultMsg): void {
+  private onResult(session: WorkerSession, msg: ResultMsg, recvMs = 0): void {
     const task = session.task(msg.taskId);
     if (!task || !task.shardIds.has(msg.shardId) || task.iteration !== msg.iteration || task.phase !== msg.phase || task.dStep !== msg.dStep) {
       return this.reject(session, WS_CLOSE.protocolError, 'RESULT_NOT_ASSIGNED', `result for shard ${msg.shardId} of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
@@ -477,6 +517,14 @@ export class Coordinator {
     }
     session.recordCompute(msg.computeMs);
     this.noteCompute(session, msg.computeMs, true);
+    this.lastResultRecvMs = recvMs;
+    if (msg.timing) {
+      const t = msg.timing;
+      const acc = this.phaseWorkerTiming.get(session.sessionId) ?? { codec: 0, transfer: 0 };
+      acc.codec += t.decodeMs + t.loadMs + t.encodeMs;
+      acc.transfer += t.recvMs + t.sendMs;
+      this.phaseWorkerTiming.set(session.sessionId, acc);
+    }
     const verdict = run.accept(session, msg.shardId, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake });
     if (verdict === 'disputed' || verdict === 'wrong') {
       const { iteration, phase, dStep } = run.plan;
@@ -486,6 +534,12 @@ export class Coordinator {
       );
     }
     for (const convicted of run.takeConvicted()) this.ban(convicted, msg.shardId);
+    // Fold the results in shard order while later shards are still being computed.
+    if (verdict === 'accepted' && this.phase === run) {
+      const t0 = performance.now();
+      this.averages[run.plan.phase].advance(run.results.map((r) => r?.gradient));
+      this.timeSplit.addApply(performance.now() - t0);
+    }
     // Whatever the verdict, the worker may be idle now (or the phase done).
     this.wakePhase?.();
   }
@@ -558,6 +612,9 @@ export class Coordinator {
     const run = new PhaseRun<WorkerSession>(plan, this.opts.schedule.straggler, verified);
     this.phase = run;
     this.phaseCompute.clear();
+    this.phaseWorkerTiming.clear();
+    this.lastResultRecvMs = 0;
+    this.averages[plan.phase].restart();
     const tDispatch = performance.now();
     const tick = this.opts.schedule.tickMs;
     while (!run.done) {
@@ -589,12 +646,29 @@ export class Coordinator {
       this.wakePhase = null;
     }
     const tResults = performance.now();
-    const summary = this.state.applyPhase(plan, run.ordered());
+    const summary = this.state.applyPhase(plan, run.ordered(), this.averages[plan.phase]);
     this.phase = null;
+    const before = this.timeSplit.pendingOwnMs();
     this.broadcastWeights(plan.phase);
+    const broadcastOwn = this.timeSplit.pendingOwnMs();
+    const tEnd = performance.now();
     const phaseMs = tResults - tDispatch;
-    const applyMs = tDispatch - t0 + (performance.now() - tResults);
-    const waitingMs = this.timeSplit.addPhase(phaseMs, Math.max(0, ...this.phaseCompute.values()), applyMs);
+    const applyMs = tDispatch - t0 + (tEnd - tResults);
+    // The critical worker: the one with the most compute in this phase.
+    let busiest = 0;
+    let critical = -1;
+    for (const [id, ms] of this.phaseCompute) if (ms > busiest || critical < 0) [busiest, critical] = [ms, id];
+    const workerTiming = this.phaseWorkerTiming.get(critical) ?? { codec: 0, transfer: 0 };
+    const waitingMs = this.timeSplit.addPhase({
+      wallMs: tEnd - t0,
+      resultsMs: phaseMs,
+      applyMs,
+      broadcastCodecMs: broadcastOwn.codec - before.codec,
+      broadcastSendMs: broadcastOwn.send - before.send,
+      busiestComputeMs: busiest,
+      criticalCodecMs: workerTiming.codec,
+      criticalTransferMs: workerTiming.transfer + this.lastResultRecvMs,
+    });
     this.telemetry.phaseApplied(plan.phase, phaseMs, waitingMs, applyMs);
     return summary;
   }
@@ -632,7 +706,11 @@ export class Coordinator {
     for (const s of this.readyWorkers) {
       if (s.known[net] === version) continue;
       // One encoding of a multi-megabyte net serves every worker.
-      frame ??= encode({ type: 'weights', net, version, weights });
+      if (!frame) {
+        const t0 = performance.now();
+        frame = encode({ type: 'weights', net, version, weights }, { wire: this.wire });
+        this.timeSplit.addCodec(performance.now() - t0);
+      }
       s.sendFrame(frame);
       s.known[net] = version;
     }
@@ -663,6 +741,7 @@ export class Coordinator {
         ...split,
         mbSent: Number((bytes.sent / 1e6).toFixed(2)),
         mbReceived: Number((bytes.received / 1e6).toFixed(2)),
+        workerBytes: this.byteWindows.flush([...this.sessions.values()].filter((s) => s.admitted).map((s) => ({ key: s.sessionId, worker: s.workerId, counters: s.counters() }))),
         etaS: this.eta.update(this.state.iteration, iterations, now),
         ...resourceUsage(),
       },

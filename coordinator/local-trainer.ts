@@ -2,10 +2,16 @@
  * The single-process trainer: Algorithm 1 with the same planning, shard seeds, step functions
  * and shard-order averaging as the distributed mode, all in one process. Its weights are the
  * reference the coordinator + workers must match bit for bit.
+ *
+ * With --wire fp16 there is no wire here, but its rounding is applied where the distributed run
+ * has one: shards are computed on the weights as a worker decodes them (roundTripHalf of the
+ * master weights) and each shard gradient is rounded as the coordinator decodes it. Master
+ * weights, optimizer state, samples and exports stay float32.
  */
 import { assertCanTrain } from '../shared/backend.ts';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
+import { roundTripHalf } from '../shared/float16.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
@@ -13,21 +19,30 @@ import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shar
 export class LocalTrainer {
   readonly state: TrainingState;
   readonly replica: GanReplica;
-  /** Weight versions the replica holds; a net is re-uploaded only after it changed. */
-  private synced: Record<Net, number> = { G: -1, D: -1 };
+  /** Weight versions the replica holds (and whether wire-rounded); a net is re-uploaded only after it changed. */
+  private synced: Record<Net, { version: number; rounded: boolean }> = { G: { version: -1, rounded: false }, D: { version: -1, rounded: false } };
+  private readonly fp16: boolean;
 
   constructor(readonly config: GanConfig, readonly source: DataSource, snapshot?: TrainingSnapshot) {
     assertCanTrain(config.model.kind);
     this.replica = new GanReplica(config);
     this.state = new TrainingState(config, source, this.replica.layout, snapshot);
+    this.fp16 = config.train.wire === 'fp16';
   }
 
-  /** Brings the replica up to the master weights. */
+  /** Brings the replica up to the master weights (for sampling, evaluation, export). */
   syncReplica(): void {
+    this.sync(false);
+  }
+
+  /** rounded: the weights a worker computes on (fp16-rounded with --wire fp16, else the master weights). */
+  private sync(rounded: boolean): void {
+    const round = rounded && this.fp16;
     for (const net of ['G', 'D'] as const) {
-      if (this.synced[net] !== this.state.versions[net]) {
-        this.replica.setWeights(net, this.state.weights[net]);
-        this.synced[net] = this.state.versions[net];
+      const version = this.state.versions[net];
+      if (this.synced[net].version !== version || this.synced[net].rounded !== round) {
+        this.replica.setWeights(net, round ? roundTripHalf(this.state.weights[net]) : this.state.weights[net]);
+        this.synced[net] = { version, rounded: round };
       }
     }
   }
@@ -35,8 +50,12 @@ export class LocalTrainer {
   /** Plans, computes and applies the next phase (a D-step or the G-step). */
   runPhase(): PhaseSummary {
     const plan = this.state.planNext();
-    this.syncReplica();
-    const results = plan.shards.map((shard) => this.replica.computeShard(plan.phase, shard));
+    this.sync(true);
+    const results = plan.shards.map((shard) => {
+      const r = this.replica.computeShard(plan.phase, shard);
+      // What the coordinator would decode from a worker's fp16 result.
+      return this.fp16 ? { ...r, gradient: roundTripHalf(r.gradient) } : r;
+    });
     return this.state.applyPhase(plan, results);
   }
 

@@ -2,11 +2,19 @@
  * One worker connection as the coordinator sees it: handshake state, what weights it holds,
  * how fast it is, what it was asked to compute, and byte counters.
  */
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
 import type { Outgoing, Message, Phase } from '../shared/protocol.ts';
 import type { Net } from '../shared/replica.ts';
 import type { Assignee } from './phase-run.ts';
+import type { ByteCounters } from './progress.ts';
+
+/** Receives the time spent encoding frames and handing them to the socket (ms). */
+export interface SessionClock {
+  addCodec(ms: number): void;
+  addSend(ms: number): void;
+}
 
 export type SessionState = 'hello' | 'auth' | 'ready' | 'closed';
 
@@ -38,26 +46,55 @@ export class WorkerSession implements Assignee {
   shardsDone = 0;
   bytesIn = 0;
   bytesOut = 0;
+  framesIn = 0;
+  framesOut = 0;
+  /** Optional protocol features turned on for this connection (welcome.features). */
+  features: string[] = [];
+  /** Wire features the worker listed in its hello. */
+  capabilities: string[] = [];
+  /** The TCP socket under the WebSocket, for byte counts at the wire; null in unit tests. */
+  socket: Socket | null = null;
   alive = true;
   readonly connectedAt = Date.now();
   lastSeen = Date.now();
   private tasks = new Map<number, TaskRecord>();
 
+  /** Where encode and socket-write time go (the coordinator's time split); none in unit tests. */
+  clock: SessionClock | null = null;
+
   constructor(readonly sessionId: number, readonly ws: WebSocket, readonly address: string) {}
+
+  /** Cumulative byte counters of this connection (progress lines report their per-window deltas). */
+  counters(): ByteCounters {
+    return {
+      sent: this.bytesOut,
+      received: this.bytesIn,
+      framesSent: this.framesOut,
+      framesReceived: this.framesIn,
+      wireSent: this.socket?.bytesWritten ?? 0,
+      wireReceived: this.socket?.bytesRead ?? 0,
+    };
+  }
 
   get label(): string {
     return this.workerId ? `${this.workerId}#${this.sessionId}` : `#${this.sessionId}@${this.address}`;
   }
 
   send(msg: Outgoing<Message>): void {
-    this.sendFrame(encode(msg));
+    const t0 = performance.now();
+    const frame = encode(msg);
+    this.clock?.addCodec(performance.now() - t0);
+    this.sendFrame(frame);
   }
 
   /** Sends an already-encoded frame (a broadcast encodes once for every worker). */
   sendFrame(frame: Uint8Array): void {
     if (this.state === 'closed') return;
     this.bytesOut += frame.byteLength;
+    this.framesOut++;
+    const t0 = performance.now();
     this.ws.send(frame);
+    this.clock?.addSend(performance.now() - t0);
   }
 
   /** Says why, then closes with an application close code (the worker prints the reason). */

@@ -13,6 +13,11 @@
  * a `worker_banned` event, its workerId remembered in <run-dir>/banned.json so it cannot rejoin,
  * also after a resume) and everything it contributed to the phase is recomputed.
  *
+ * With --wire fp16 nothing changes here: both workers compute on the weights as decoded from
+ * fp16 (the coordinator never recomputes a shard itself), and results are compared as decoded,
+ * i.e. exactly the fp16-rounded gradients that would be applied. A difference smaller than fp16
+ * can resolve is therefore not caught, and could not have changed the run either.
+ *
  * With fewer than two eligible workers connected, verified shards wait: the coordinator warns
  * VERIFY_NEEDS_TWO_WORKERS (or VERIFY_NEEDS_ANOTHER_WORKER for a disputed shard) at once and then
  * every waitingLogMs, like NO_WORKERS. It never applies an unverified result in their place.

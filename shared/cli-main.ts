@@ -3,8 +3,11 @@
  * (exit 2, the user's input was wrong); anything else is a bug and keeps its stack (exit 1).
  */
 import { GanError } from './errors.ts';
+import { tuneGcForLargeFrames } from './gc-tuning.ts';
 
 export function runMain(main: () => Promise<number | void>): void {
+  // Before anything allocates: the CLIs move multi-megabyte frames (see shared/gc-tuning.ts).
+  tuneGcForLargeFrames();
   main().then(
     (code) => {
       if (typeof code === 'number') process.exitCode = code;

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.ts';
 import type { GanOptions } from './config.ts';
 import { G_LOSSES, MODEL_KINDS, OPTIMIZERS } from './config.ts';
+import { PRESETS } from './presets.ts';
 
 export interface FlagSpec {
   type: 'string' | 'boolean';
@@ -19,12 +20,14 @@ export type FlagTable = Record<string, FlagSpec>;
 
 /** Flags that define the training run; shared by gan-train and gan-coordinator. */
 export const GAN_FLAGS: FlagTable = {
+  preset: { type: 'string', help: `measured settings for a data set (${Object.keys(PRESETS).join(' | ')}); flags given beside it win` },
   dataset: { type: 'string', help: 'mnist | idx:<dir> | ring8 | grid25', defaultText: 'mnist' },
   model: { type: 'string', help: MODEL_KINDS.join(' | '), defaultText: 'mlp-small (mlp2d for mixtures)' },
   conditional: { type: 'boolean', help: 'feed class labels to G and D (labelled data sets only)' },
   'noise-dim': { type: 'string', kind: 'int', help: 'dimension of the noise z', defaultText: 'per model' },
   pack: { type: 'string', kind: 'int', help: 'PacGAN: D judges this many samples at once (MLP models)', defaultText: '1' },
   'minibatch-std': { type: 'string', kind: 'int', help: 'minibatch standard deviation in D over groups of this many rows of a shard (0: off)', defaultText: '0' },
+  width: { type: 'string', kind: 'int', help: 'units in each hidden layer of mlp2d (G and D)', defaultText: '64' },
   'g-loss': { type: 'string', help: G_LOSSES.join(' | '), defaultText: 'non-saturating' },
   'label-smoothing': { type: 'string', kind: 'number', help: 'one-sided: real targets are 1 - s', defaultText: '0' },
   optimizer: { type: 'string', help: OPTIMIZERS.join(' | '), defaultText: 'adam' },
@@ -37,6 +40,7 @@ export const GAN_FLAGS: FlagTable = {
   shards: { type: 'string', kind: 'int', help: 'micro-shards S per batch (B must be a multiple); each returns one full gradient', defaultText: '4' },
   'd-steps': { type: 'string', kind: 'int', help: 'k: D-steps per G-step', defaultText: '1' },
   iterations: { type: 'string', kind: 'int', help: 'iterations of Algorithm 1', defaultText: '1000' },
+  wire: { type: 'string', help: 'fp32 | fp16: weights and gradients between coordinator and workers as float32 or float16 (half the bytes; rounds what workers compute on and what is averaged, so gan-train rounds the same way and resume keeps it)', defaultText: 'fp32' },
 };
 
 export const COMMON_FLAGS: FlagTable = {
@@ -81,6 +85,22 @@ const str = <T extends string>(v: string | boolean | undefined): T | undefined =
 
 /** Maps parsed GAN_FLAGS values to GanOptions. */
 export function ganOptionsFrom(v: FlagValues): GanOptions {
+  const given = explicitGanOptions(v);
+  const name = str(v.preset);
+  if (name === undefined) return given;
+  if (!Object.hasOwn(PRESETS, name)) {
+    throw new ConfigError('UNKNOWN_PRESET', `--preset must be one of ${Object.keys(PRESETS).join(', ')}; got '${name}'`);
+  }
+  // The preset fills in what the command line left open; an explicit flag always wins.
+  const merged: GanOptions = { ...PRESETS[name] };
+  for (const [key, value] of Object.entries(given) as [keyof GanOptions, unknown][]) {
+    if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
+  }
+  return merged;
+}
+
+/** The training options given explicitly as flags (undefined where a flag was not given). */
+function explicitGanOptions(v: FlagValues): GanOptions {
   return {
     dataset: str(v.dataset),
     model: str(v.model),
@@ -88,6 +108,7 @@ export function ganOptionsFrom(v: FlagValues): GanOptions {
     noiseDim: num(v['noise-dim']),
     pack: num(v.pack),
     minibatchStd: num(v['minibatch-std']),
+    width: num(v.width),
     gLoss: str(v['g-loss']),
     labelSmoothing: num(v['label-smoothing']),
     optimizer: str(v.optimizer),
@@ -100,5 +121,6 @@ export function ganOptionsFrom(v: FlagValues): GanOptions {
     shards: num(v.shards),
     dSteps: num(v['d-steps']),
     iterations: num(v.iterations),
+    wire: str(v.wire),
   };
 }

@@ -20,14 +20,25 @@
  *   unpackMultiple() and stop after the first value, then reject trailing bytes ourselves.
  * - Record extensions still decode with useRecords: false; they only produce plain objects, and
  *   the definitions do not outlive one frame, so validation below covers them.
+ *
+ * --wire fp16 (shared/float16.ts): encode(msg, { wire: 'fp16' }) sends the weights of welcome and
+ * weights messages and the gradient of results as block-scaled halves ({ half: Uint16Array, exp:
+ * Int8Array }); decode() validates such a payload (lengths, no Inf/NaN bit patterns, finite after
+ * scaling) and hands back the Float32Array the interfaces promise. Which form is expected is not
+ * guessed from the frame: a welcome says it in its `wire` field, weights and results must match
+ * DecodeLimits.wire, so a peer cannot slip an unrounded float32 gradient into an fp16 run.
  */
 import { Packr } from 'msgpackr';
+import { decodeHalf, encodeHalf, firstNonFiniteHalf, fromHalfBits, HALF_BLOCK, halfBlocks } from './float16.ts';
 import {
   MESSAGE_TYPES,
   PROTOCOL_VERSION,
+  WIRE_FORMATS,
   type Message,
   type MessageType,
   type Outgoing,
+  type WireFormat,
+  type WorkerTiming,
 } from './protocol.ts';
 
 /** Stable codes for why a frame was rejected. Never reworded; callers and tests branch on them. */
@@ -57,6 +68,8 @@ export const WS_CLOSE = {
   shuttingDown: 4004,
   /** A newer connection with the same workerId took over this one; the old one must not reconnect. */
   replaced: 4005,
+  /** The worker lacks a capability the run needs (e.g. --wire fp16); retrying cannot help until it is upgraded. */
+  unsupported: 4006,
 } as const;
 export type WsCloseCode = (typeof WS_CLOSE)[keyof typeof WS_CLOSE];
 
@@ -72,6 +85,11 @@ export interface DecodeLimits {
   maxFloats: number;
   /** Most shards in one task; never more than MAX_TASK_SHARDS whatever this says. */
   maxShards?: number;
+  /**
+   * The form weights and result messages must carry their floats in (default fp32); with fp16
+   * they are decoded into Float32Array. A welcome's floats follow its own `wire` field instead.
+   */
+  wire?: WireFormat;
 }
 
 export type DecodeResult =
@@ -89,6 +107,14 @@ export const MAX_TASK_SHARDS = 4096;
 
 const packr = new Packr({ moreTypes: true, useRecords: false });
 
+export interface EncodeOptions {
+  /**
+   * fp16: the floats of welcome (g, d), weights and result messages go out as block-scaled
+   * halves, and a welcome gets `wire: 'fp16'`. Default fp32 (a welcome's own `wire` counts too).
+   */
+  wire?: WireFormat;
+}
+
 /**
  * Encodes one message, stamping the current protocol version (any `protocol` the caller set is
  * overwritten). Does not validate: the hot path sends a few MB of floats per frame, and the
@@ -98,8 +124,33 @@ const packr = new Packr({ moreTypes: true, useRecords: false });
  * The returned bytes are a view into msgpackr's shared output buffer; they stay valid (msgpackr
  * never writes over bytes it has handed out) but may share an ArrayBuffer with other frames.
  */
-export function encode(msg: Outgoing<Message> | Message): Uint8Array {
-  return packr.pack({ ...msg, protocol: PROTOCOL_VERSION });
+export function encode(msg: Outgoing<Message> | Message, opts: EncodeOptions = {}): Uint8Array {
+  const wire = opts.wire ?? (msg.type === 'welcome' ? msg.wire : undefined) ?? 'fp32';
+  if (wire === 'fp32') return packr.pack({ ...msg, protocol: PROTOCOL_VERSION });
+  switch (msg.type) {
+    case 'welcome':
+      return packr.pack({
+        ...msg,
+        protocol: PROTOCOL_VERSION,
+        wire,
+        g: { version: msg.g.version, weights: encodeHalf(msg.g.weights) },
+        d: { version: msg.d.version, weights: encodeHalf(msg.d.weights) },
+      });
+    case 'weights':
+      return packr.pack({ ...msg, protocol: PROTOCOL_VERSION, weights: encodeHalf(msg.weights) });
+    case 'result':
+      return packr.pack({ ...msg, protocol: PROTOCOL_VERSION, gradient: encodeHalf(msg.gradient) });
+    default:
+      return packr.pack({ ...msg, protocol: PROTOCOL_VERSION });
+  }
+}
+
+/**
+ * Largest frame carrying `floats` weights or gradient values in this wire format, without the
+ * other fields (for frame limits derived from the model).
+ */
+export function floatPayloadBytes(floats: number, wire: WireFormat = 'fp32'): number {
+  return wire === 'fp16' ? 2 * floats + halfBlocks(floats) : 4 * floats;
 }
 
 /** Decodes and fully validates one frame. Never throws. */
@@ -154,7 +205,8 @@ export function decode(
 
 /**
  * Validates an already-decoded value as a Message (what decode() does after parsing). Mutates
- * the value only to normalise 32-byte fields to plain Uint8Arrays. Never throws.
+ * the value only to normalise 32-byte fields to plain Uint8Arrays and to replace fp16 payloads
+ * with the Float32Arrays they decode to. Never throws.
  */
 export function validateMessage(value: unknown, limits: DecodeLimits): DecodeResult {
   try {
@@ -239,19 +291,22 @@ const VALIDATORS: Record<MessageType, Validator> = {
   },
 
   welcome(o, limits) {
-    keys(o, 'welcome', ['type', 'protocol', 'runId', 'config', 'g', 'd']);
+    keys(o, 'welcome', ['type', 'protocol', 'runId', 'config', 'wire', 'features', 'g', 'd']);
     str(o, 'runId', 'welcome', 1, 256);
     const config = obj(o, 'config', 'welcome');
     jsonObject(config, 'welcome.config');
-    weightsBlob(o, 'g', 'welcome', limits);
-    weightsBlob(o, 'd', 'welcome', limits);
+    // The welcome announces the wire format, so its own floats follow its field, not the limits.
+    const wire = o.wire === undefined ? 'fp32' : oneOf(o, 'wire', 'welcome', WIRE_FORMATS);
+    weightsBlob(o, 'g', 'welcome', limits, wire);
+    weightsBlob(o, 'd', 'welcome', limits, wire);
+    if (o.features !== undefined) stringList(o, 'features', 'welcome', 8, 16);
   },
 
   weights(o, limits) {
     keys(o, 'weights', ['type', 'protocol', 'net', 'version', 'weights']);
     oneOf(o, 'net', 'weights', NETS);
     int(o, 'version', 'weights', 0, MAX_INT);
-    f32(o, 'weights', 'weights', limits);
+    floats(o, 'weights', 'weights', limits, limits.wire ?? 'fp32');
   },
 
   task(o, limits) {
@@ -297,13 +352,13 @@ const VALIDATORS: Record<MessageType, Validator> = {
   },
 
   result(o, limits) {
-    keys(o, 'result', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'shardId', 'gradient', 'stats', 'computeMs']);
+    keys(o, 'result', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'shardId', 'gradient', 'stats', 'computeMs', 'timing']);
     int(o, 'taskId', 'result', 0, MAX_INT);
     int(o, 'iteration', 'result', 0, MAX_INT);
     oneOf(o, 'phase', 'result', PHASES);
     int(o, 'dStep', 'result', 0, MAX_INT);
     int(o, 'shardId', 'result', 0, MAX_INT);
-    f32(o, 'gradient', 'result', limits);
+    floats(o, 'gradient', 'result', limits, limits.wire ?? 'fp32');
     const stats = obj(o, 'stats', 'result');
     keys(stats, 'result.stats', ['loss', 'dReal', 'dFake']);
     finite(stats, 'loss', 'result.stats');
@@ -311,6 +366,14 @@ const VALIDATORS: Record<MessageType, Validator> = {
     finite(stats, 'dFake', 'result.stats');
     const ms = finite(o, 'computeMs', 'result');
     if (ms < 0) bad(`result.computeMs must be >= 0, got ${ms}`);
+    if (o.timing !== undefined) {
+      const timing = obj(o, 'timing', 'result');
+      keys(timing, 'result.timing', TIMING_FIELDS);
+      for (const k of TIMING_FIELDS) {
+        const t = finite(timing, k, 'result.timing');
+        if (t < 0) bad(`result.timing.${k} must be >= 0, got ${t}`);
+      }
+    }
   },
 
   bye(o) {
@@ -319,6 +382,8 @@ const VALIDATORS: Record<MessageType, Validator> = {
     str(o, 'code', 'bye', 0, 64);
   },
 };
+
+const TIMING_FIELDS = ['decodeMs', 'loadMs', 'recvMs', 'encodeMs', 'sendMs'] as const satisfies readonly (keyof WorkerTiming)[];
 
 // ---------------------------------------------------------------------------------------------
 // Field checkers. Each reads o[key], throws Invalid naming `${path}.${key}` on failure, and
@@ -368,6 +433,20 @@ function str(o: Obj, key: string, path: string, min: number, max: number): strin
   missing(o, key, path);
   const size = min > 0 ? `of ${min}..${max} chars` : `of at most ${max} chars`;
   return bad(`${path}.${key} must be a string ${size}, got ${describe(v)}`);
+}
+
+/** An array of at most `maxItems` strings of at most `maxChars` chars each. */
+function stringList(o: Obj, key: string, path: string, maxItems: number, maxChars: number): string[] {
+  const v = o[key];
+  if (!Array.isArray(v) || v.length > maxItems) {
+    missing(o, key, path);
+    bad(`${path}.${key} must be an array of at most ${maxItems} strings, got ${describe(v)}`);
+  }
+  for (let i = 0; i < v.length; i++) {
+    const w: unknown = v[i];
+    if (typeof w !== 'string' || w.length > maxChars) bad(`${path}.${key}[${i}] must be a string of at most ${maxChars} chars, got ${describe(w)}`);
+  }
+  return v as string[];
 }
 
 function oneOf<T extends string>(o: Obj, key: string, path: string, values: readonly T[]): T {
@@ -424,12 +503,61 @@ function i32(o: Obj, key: string, path: string, limits: DecodeLimits): Int32Arra
   return v;
 }
 
-function weightsBlob(o: Obj, key: string, path: string, limits: DecodeLimits): void {
+function weightsBlob(o: Obj, key: string, path: string, limits: DecodeLimits, wire: WireFormat): void {
   const blob = obj(o, key, path);
   const p = `${path}.${key}`;
   keys(blob, p, ['version', 'weights']);
   int(blob, 'version', p, 0, MAX_INT);
-  f32(blob, 'weights', p, limits);
+  floats(blob, 'weights', p, limits, wire);
+}
+
+/**
+ * A weights or gradient array in the given wire format. fp32: a Float32Array. fp16: a map
+ * { half: Uint16Array, exp: Int8Array } with one exponent per HALF_BLOCK values, no Inf/NaN bit
+ * pattern and finite after scaling; it is replaced in `o` by the Float32Array it decodes to.
+ */
+function floats(o: Obj, key: string, path: string, limits: DecodeLimits, wire: WireFormat): Float32Array {
+  if (wire === 'fp32') {
+    const v = o[key];
+    if (isPlainObject(v) && Object.hasOwn(v, 'half')) {
+      bad(`${path}.${key} is a float16 payload, but this connection uses --wire fp32 (a Float32Array is expected)`);
+    }
+    return f32(o, key, path, limits);
+  }
+  const v = o[key];
+  const p = `${path}.${key}`;
+  if (!isPlainObject(v)) {
+    missing(o, key, path);
+    bad(`${p} must be a float16 payload { half: Uint16Array, exp: Int8Array } (this connection uses --wire fp16), got ${describe(v)}`);
+  }
+  keys(v, p, ['half', 'exp']);
+  const half = v.half;
+  if (!(half instanceof Uint16Array)) {
+    missing(v, 'half', p);
+    bad(`${p}.half must be a Uint16Array, got ${describe(half)}`);
+  }
+  if (half.length > limits.maxFloats) {
+    throw new Invalid('ARRAY_TOO_LARGE', `${p}.half has ${half.length} values, limit is ${limits.maxFloats}`);
+  }
+  const exp = v.exp;
+  if (!(exp instanceof Int8Array)) {
+    missing(v, 'exp', p);
+    bad(`${p}.exp must be an Int8Array, got ${describe(exp)}`);
+  }
+  const blocks = halfBlocks(half.length);
+  if (exp.length !== blocks) {
+    bad(`${p}.exp has ${exp.length} exponents; ${half.length} values need ${blocks} (one per ${HALF_BLOCK})`);
+  }
+  const at = firstNonFiniteHalf(half);
+  if (at >= 0) throw new Invalid('NON_FINITE', `${p}.half[${at}] is ${fromHalfBits(half[at]!)}`);
+  const out = decodeHalf({ half, exp });
+  // A finite half times 2^-exp can still exceed float32's range (exp <= -113).
+  const over = firstNonFinite(out);
+  if (over >= 0) {
+    throw new Invalid('NON_FINITE', `${p}[${over}] is ${out[over]} (half ${fromHalfBits(half[over]!)} scaled by 2^${-exp[Math.floor(over / HALF_BLOCK)]!})`);
+  }
+  o[key] = out;
+  return out;
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from './errors.ts';
 import type { DataSource } from './data/types.ts';
+import { WIRE_FORMATS, type WireFormat } from './protocol.ts';
 
 export const MODEL_KINDS = ['mlp', 'mlp-small', 'dcgan', 'mlp2d'] as const;
 export type ModelKind = (typeof MODEL_KINDS)[number];
@@ -29,6 +30,11 @@ export interface ModelConfig {
    * how many consecutive rows of a shard share one statistic. Absent or 0 = off.
    */
   minibatchStd?: number;
+  /**
+   * Units in every hidden layer of mlp2d (G and D). Absent = the default (MLP2D_DEFAULT_WIDTH),
+   * so configs of runs without --width stay exactly as before. Other models have fixed widths.
+   */
+  width?: number;
 }
 
 export interface LossConfig {
@@ -55,6 +61,14 @@ export interface TrainConfig {
   /** k in Algorithm 1: D-steps per G-step. */
   dSteps: number;
   iterations: number;
+  /**
+   * --wire: how weights and gradients travel between coordinator and workers. Part of the
+   * training config because fp16 changes the numbers: workers compute on fp16-rounded weights
+   * and the coordinator averages fp16-rounded gradients (gan-train applies the same rounding,
+   * master weights and optimizer state stay float32). Absent = fp32, so configs of runs without
+   * it stay exactly as before.
+   */
+  wire?: WireFormat;
 }
 
 export interface GanConfig {
@@ -71,6 +85,7 @@ export interface GanOptions {
   noiseDim?: number;
   pack?: number;
   minibatchStd?: number;
+  width?: number;
   gLoss?: GLoss;
   labelSmoothing?: number;
   optimizer?: OptimizerName;
@@ -84,9 +99,14 @@ export interface GanOptions {
   shards?: number;
   dSteps?: number;
   iterations?: number;
+  wire?: WireFormat;
 }
 
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
+/** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
+export const MLP2D_DEFAULT_WIDTH = 64;
+/** Upper bound for --width: beyond it a 2-D toy model only gets slower. */
+export const MAX_WIDTH = 4096;
 
 function check(cond: boolean, code: string, message: string): void {
   if (!cond) throw new ConfigError(code, message);
@@ -130,6 +150,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       pack: opts.pack ?? 1,
       // Only when on, so configs of runs without it stay exactly as before.
       ...(opts.minibatchStd ? { minibatchStd: opts.minibatchStd } : {}),
+      ...(opts.width !== undefined ? { width: opts.width } : {}),
     },
     loss: { gLoss, labelSmoothing: opts.labelSmoothing ?? 0 },
     optimizer: {
@@ -147,6 +168,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       shards: opts.shards ?? 4,
       dSteps: opts.dSteps ?? 1,
       iterations: opts.iterations ?? 1000,
+      ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),
     },
   };
   validateConfig(cfg);
@@ -175,6 +197,10 @@ export function validateConfig(cfg: GanConfig): void {
       `--minibatch-std ${mbstd}: the rows D sees per shard half (${shardRows(train)} rows per shard${model.pack > 1 ? ` / pack ${model.pack}` : ''} = ${perHalf}) must be a multiple of the group size, so no group mixes real and generated rows or crosses a shard`,
     );
   }
+  if (model.width !== undefined) {
+    check(model.kind === 'mlp2d', 'WIDTH_UNSUPPORTED', `--width sets the hidden units of mlp2d; --model ${model.kind} has fixed layer widths (drop --width)`);
+    check(isPosInt(model.width) && model.width <= MAX_WIDTH, 'BAD_WIDTH', `--width must be a whole number from 1 to ${MAX_WIDTH}; got ${model.width}`);
+  }
   check(loss.labelSmoothing >= 0 && loss.labelSmoothing < 0.5, 'BAD_LABEL_SMOOTHING', `--label-smoothing must be in [0, 0.5); got ${loss.labelSmoothing}`);
   check(optimizer.lr > 0 && Number.isFinite(optimizer.lr), 'BAD_LR', `--lr must be a positive number; got ${optimizer.lr}`);
   check(optimizer.beta1 >= 0 && optimizer.beta1 < 1, 'BAD_BETA', `--beta1 must be in [0, 1); got ${optimizer.beta1}`);
@@ -186,6 +212,9 @@ export function validateConfig(cfg: GanConfig): void {
   check(train.batchSize % train.shards === 0, 'BATCH_NOT_DIVISIBLE', `--batch-size ${train.batchSize} must be a multiple of --shards ${train.shards} so every micro-shard has the same number of rows`);
   check(isPosInt(train.dSteps), 'BAD_D_STEPS', `--d-steps must be a whole number >= 1; got ${train.dSteps}`);
   check(isPosInt(train.iterations), 'BAD_ITERATIONS', `--iterations must be a whole number >= 1; got ${train.iterations}`);
+  if (train.wire !== undefined) {
+    check((WIRE_FORMATS as readonly string[]).includes(train.wire), 'BAD_WIRE', `--wire must be one of ${WIRE_FORMATS.join(', ')}; got '${String(train.wire)}'`);
+  }
 }
 
 /** Rows in each micro-shard. */
@@ -211,6 +240,7 @@ export function mergeResumeConfig(saved: GanConfig, opts: GanOptions): { config:
     ['noiseDim', 'noise-dim', saved.model.noiseDim],
     ['pack', 'pack', saved.model.pack],
     ['minibatchStd', 'minibatch-std', saved.model.minibatchStd ?? 0],
+    ['width', 'width', saved.model.width ?? (saved.model.kind === 'mlp2d' ? MLP2D_DEFAULT_WIDTH : 'the fixed widths')],
     ['conditional', 'conditional', saved.model.numClasses > 0],
     ['gLoss', 'g-loss', saved.loss.gLoss],
     ['labelSmoothing', 'label-smoothing', saved.loss.labelSmoothing],
@@ -223,6 +253,7 @@ export function mergeResumeConfig(saved: GanConfig, opts: GanOptions): { config:
     ['batchSize', 'batch-size', saved.train.batchSize],
     ['shards', 'shards', saved.train.shards],
     ['dSteps', 'd-steps', saved.train.dSteps],
+    ['wire', 'wire', saved.train.wire ?? 'fp32'],
   ];
   for (const [key, flag, was] of fixed) {
     const now = opts[key];

@@ -7,7 +7,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelConfig } from './config.ts';
-import { sampleDim } from './config.ts';
+import { MLP2D_DEFAULT_WIDTH, sampleDim } from './config.ts';
 import { Maxout, MinibatchStd, SeededDropout } from './layers.ts';
 import { Rng, deriveSeed, STREAM } from './rng.ts';
 
@@ -50,10 +50,12 @@ function generatorBody(kind: ModelConfig['kind'], h: SymbolicTensor, cfg: ModelC
         up(c, 'tanh'),
       );
     }
-    case 'mlp2d':
-      // 64 wide: on the wasm backend this is ~2-3x faster per step than 128 wide and learns
-      // ring8 as well (see PRESETS.ring8 and test/learning.test.ts).
-      return chain(h, dense(64, 'relu'), dense(64, 'relu'), dense(64, 'relu'), dense(dim, 'linear'));
+    case 'mlp2d': {
+      // 64 wide by default: on the wasm backend this is ~2-3x faster per step than 128 wide and
+      // learns ring8 as well (see PRESETS.ring8 and test/learning.test.ts); --width for more modes.
+      const w = cfg.width ?? MLP2D_DEFAULT_WIDTH;
+      return chain(h, dense(w, 'relu'), dense(w, 'relu'), dense(w, 'relu'), dense(dim, 'linear'));
+    }
   }
 }
 
@@ -82,8 +84,10 @@ function discriminatorBody(kind: ModelConfig['kind'], x: SymbolicTensor, label: 
       }
       return chain(inp, conv(64), leaky, conv(128), leaky, flat, mbstd, dense(1));
     }
-    case 'mlp2d':
-      return chain(withLabel(x), dense(64), leaky, dense(64), leaky, mbstd, dense(1));
+    case 'mlp2d': {
+      const w = cfg.width ?? MLP2D_DEFAULT_WIDTH;
+      return chain(withLabel(x), dense(w), leaky, dense(w), leaky, mbstd, dense(1));
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 /**
- * Named option sets for `--preset <name>`: tuned hyperparameters for the toy data sets. Options
- * given explicitly on the command line override a preset's values.
+ * Named option sets for `--preset <name>` (gan-train, gan-coordinator, the demo): measured
+ * hyperparameters per data set, as GanOptions. Flags given beside --preset win over its values.
+ * test/learning.test.ts trains PRESETS.ring8; bench/quality.ts's VARIANTS give the same
+ * settings as flags.
  */
 import type { GanOptions } from './config.ts';
 
@@ -32,17 +34,48 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     iterations: 3000,
   },
   /**
-   * grid25 (25 modes on a 5x5 grid, spacing 2, std 0.05): the ring8 recipe scaled up (bigger
-   * batch, more iterations, 4 shards for workers). UNVERIFIED: a best guess, never measured;
-   * expect to tune it (the 64-wide mlp2d may need more width for 25 modes).
+   * grid25 (25 modes on a 5x5 grid, spacing 2, std 0.05): mlp2d widened to 128 units (--width)
+   * with noise 8, PacGAN2, one-sided label smoothing 0.1, batch 256, Adam 1e-3. Measured:
+   * - one process, 1 shard (evaluated every 500 iterations): 25/25 modes at every evaluation
+   *   from 9,000 to 14,500 but one (21 at 10,500); high-quality share 69-89%, >= 85% at 12,000,
+   *   12,500, 14,000 and 14,500;
+   * - `npm run bench:quality -- --runs grid25 --stop-at-target` (coordinator + 2 workers, these
+   *   settings with 2 shards): 25/25 and 90.5% first at iteration 15,000 (320 s), 25/25 and
+   *   88.8% at 18,042 (392 s); the share still swings between evaluations (70-90%); the bench
+   *   adds a learning-rate step at 70% of the time, not reached in that run
+   *   (bench/results/quality-2026-11-26T11-58-52.md).
+   * Minibatch std instead of packing stalled at 17/25 (bench variant grid25-mbstd); the default
+   * 64-wide model (minibatch std, batch 128, one process) had no mode after 3,600 iterations.
    */
   grid25: {
     dataset: 'grid25',
     model: 'mlp2d',
-    noiseDim: 4,
+    width: 128,
+    noiseDim: 8,
     pack: 2,
-    dSteps: 2,
-    batchSize: 512,
+    labelSmoothing: 0.1,
+    batchSize: 256,
+    shards: 2,
+    optimizer: 'adam',
+    lr: 1e-3,
+    beta1: 0.5,
+    beta2: 0.999,
+    iterations: 15000,
+  },
+  /**
+   * mnist, class-conditional (labels fed to G and D): mlp-small, Adam 1e-3 with one-sided label
+   * smoothing 0.1. In single-process probes this started faster than lr 5e-4 without smoothing
+   * (IS 2.6 vs 1.9 after 500 iterations). MEASURED, TARGET NOT MET: in `npm run bench:quality --
+   * --runs mnist` (coordinator + 2 workers under a load average of 3-6, lr 2e-4 for the last 15%)
+   * IS 8.22 (held-out real digits 9.51), Frechet distance 16.7, label accuracy 89.7% after 4,585
+   * iterations in 15 minutes, still rising by ~0.2 per 250 iterations
+   * (bench/results/quality-2026-11-26T11-43-28.md).
+   */
+  mnist: {
+    dataset: 'mnist',
+    model: 'mlp-small',
+    conditional: true,
+    batchSize: 64,
     shards: 4,
     optimizer: 'adam',
     lr: 1e-3,

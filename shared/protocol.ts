@@ -39,6 +39,17 @@ export const MESSAGE_TYPES: readonly MessageType[] = [
   'bye',
 ];
 
+/**
+ * How weights and gradients travel (`--wire`, part of the training config): `fp32` as
+ * Float32Array; `fp16` as block-scaled half floats (shared/float16.ts HalfFloats, a map
+ * `{ half: Uint16Array, exp: Int8Array }`), half the bytes. Only the float arrays of welcome,
+ * weights and result change; the codec converts on encode and back to Float32Array on decode, so
+ * the interfaces below always hold Float32Array. Task data rows stay float32.
+ */
+export type WireFormat = 'fp32' | 'fp16';
+/** Every wire format this build speaks; a worker advertises them in hello.capabilities.wire. */
+export const WIRE_FORMATS: readonly WireFormat[] = ['fp32', 'fp16'];
+
 /** Which network a weights message or training phase refers to. */
 export type NetName = 'G' | 'D';
 export type Phase = 'D' | 'G';
@@ -75,7 +86,10 @@ export interface HelloMsg {
   /** <= 256 chars, for operators only. */
   host: string;
   capabilities: {
-    /** Wire features the worker understands, each <= 16 chars, at most 8 entries. */
+    /**
+     * Wire features the worker understands, each <= 16 chars, at most 8 entries: wire formats
+     * (WIRE_FORMATS) and optional protocol features (PROTOCOL_FEATURES, e.g. `timing`).
+     */
     wire: string[];
     /** Most shards the worker accepts in one task, >= 1. */
     maxShards: number;
@@ -103,6 +117,18 @@ export interface WelcomeMsg {
   runId: string;
   /** The model config, a plain JSON-able object; its schema belongs to the model code. */
   config: Record<string, unknown>;
+  /**
+   * Encoding of g, d and of every later weights and result message on this connection. Absent
+   * means fp32 (so fp32 welcomes are what they were before fp16 existed); the coordinator only
+   * sends a format the worker listed in hello.capabilities.wire.
+   */
+  wire?: WireFormat;
+  /**
+   * Optional protocol features the coordinator turns on for this connection (PROTOCOL_FEATURES),
+   * each one the worker listed in hello.capabilities.wire. Absent means none, so a worker that
+   * lists none gets the welcome it always got.
+   */
+  features?: string[];
   g: WeightsBlob;
   d: WeightsBlob;
 }
@@ -145,6 +171,35 @@ export interface ResultMsg {
   gradient: Float32Array;
   stats: { loss: number; dReal: number; dFake: number };
   computeMs: number;
+  /** Only when the welcome's `features` has `timing`: where the worker's other time went. */
+  timing?: WorkerTiming;
+}
+
+/**
+ * Optional protocol features, negotiated per connection: the worker lists those it supports in
+ * hello.capabilities.wire, the coordinator turns on the ones it wants in welcome.features, and
+ * only then does the worker use them. Either side may be older and simply not list a feature.
+ *  - timing: results carry `timing` (the time split in the coordinator's progress lines).
+ */
+export const PROTOCOL_FEATURES = ['timing'] as const;
+export type ProtocolFeature = (typeof PROTOCOL_FEATURES)[number];
+
+/**
+ * A worker's time outside computeMs, accumulated since it sent its previous result (ms, each
+ * finite and >= 0). Encoding and sending a result can only be measured after it is built, so
+ * `encodeMs` and `sendMs` are those of the previous result this worker sent on this connection.
+ */
+export interface WorkerTiming {
+  /** Decoding + validating frames from the coordinator (weights, task). */
+  decodeMs: number;
+  /** Loading received weights into the worker's model (the single-process trainer does this too). */
+  loadMs: number;
+  /** Receiving frames: first byte read to the whole message reassembled (WebSocket unmasking and concatenation included). */
+  recvMs: number;
+  /** Encoding the previous result. */
+  encodeMs: number;
+  /** Handing the previous result to the socket (masking, the synchronous part of the write). */
+  sendMs: number;
 }
 
 /** either direction: the sender is about to close; `code` is a stable SCREAMING_SNAKE code. */

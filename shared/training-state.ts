@@ -54,15 +54,82 @@ export function shardSeed(runSeed: number, key: PhaseKey, shardId: number): numb
  */
 export function averageInShardOrder(gradients: Float32Array[]): Float32Array {
   if (gradients.length === 0) throw new GanError('NO_GRADIENTS', 'cannot average zero shard gradients');
-  const acc = gradients[0].slice();
-  for (let s = 1; s < gradients.length; s++) {
-    const g = gradients[s];
-    if (g.length !== acc.length) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${g.length} values, expected ${acc.length}`);
-    for (let i = 0; i < acc.length; i++) acc[i] += g[i];
+  const avg = new ShardOrderAverage(gradients.length);
+  return avg.average(gradients);
+}
+
+/**
+ * averageInShardOrder, folded in as the shard gradients arrive: the coordinator adds shard s as
+ * soon as shards 0..s are all in, while later shards are still being computed, so at the end of
+ * a phase only the last shard and the division are left. Every value goes through exactly the
+ * float32 operations of the plain definition -- acc = g0; acc = f32(acc + gs) for s = 1..n-1;
+ * avg = f32(acc / n) -- so the result is bit-identical whatever the arrival order. The division is
+ * fused into the last addition and the first addition reads g0 directly (n - 1 passes over the
+ * values instead of n + 1). One instance can serve phase after phase: its two buffers are reused
+ * (no fresh multi-megabyte allocation per phase), so an average it returned is only valid until
+ * its next average().
+ */
+export class ShardOrderAverage {
+  /** Running sum of shards 0..foldedIn-1 (valid once two are in; shard 0 alone is not copied). */
+  private acc: Float32Array | null = null;
+  private out: Float32Array | null = null;
+  /** The gradients folded in so far, by shard; average() checks they are still the ones given. */
+  private foldedIn: Float32Array[] = [];
+
+  constructor(readonly shards: number) {}
+
+  /** Forgets what was folded in (a new phase). */
+  restart(): void {
+    this.foldedIn = [];
   }
-  const n = gradients.length;
-  for (let i = 0; i < acc.length; i++) acc[i] /= n;
-  return acc;
+
+  /** Folds in shards in order for as long as the next one is available (never the last: average() fuses it with the division). */
+  advance(gradients: readonly (Float32Array | undefined)[]): void {
+    while (this.foldedIn.length < this.shards - 1) {
+      const g = gradients[this.foldedIn.length];
+      if (!g) return;
+      this.fold(g);
+    }
+  }
+
+  /** The average of all shards' gradients (given in shard order); then ready for the next phase. */
+  average(gradients: readonly Float32Array[]): Float32Array {
+    const n = this.shards;
+    if (gradients.length !== n) throw new GanError('MISSING_SHARDS', `averaging needs ${n} shard gradients, got ${gradients.length}`);
+    const len = gradients[0].length;
+    for (let s = 1; s < n; s++) {
+      if (gradients[s].length !== len) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${gradients[s].length} values, expected ${len}`);
+    }
+    // A result folded in earlier may have been replaced since (a worker banned mid-phase): start over.
+    if (this.foldedIn.some((g, s) => g !== gradients[s])) this.foldedIn = [];
+    while (this.foldedIn.length < n - 1) this.fold(gradients[this.foldedIn.length]);
+    const last = gradients[n - 1];
+    const out = (this.out = this.out?.length === len ? this.out : new Float32Array(len));
+    if (n === 1) {
+      for (let i = 0; i < len; i++) out[i] = last[i] / n;
+    } else {
+      const acc = n === 2 ? this.foldedIn[0] : this.acc!;
+      for (let i = 0; i < len; i++) out[i] = Math.fround(acc[i] + last[i]) / n;
+    }
+    this.foldedIn = [];
+    return out;
+  }
+
+  private fold(g: Float32Array): void {
+    const s = this.foldedIn.length;
+    if (s > 0 && g.length !== this.foldedIn[0].length) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${g.length} values, expected ${this.foldedIn[0].length}`);
+    this.foldedIn.push(g);
+    if (s === 0) return;
+    const len = g.length;
+    if (s === 1) {
+      const g0 = this.foldedIn[0];
+      const acc = (this.acc = this.acc?.length === len ? this.acc : new Float32Array(len));
+      for (let i = 0; i < len; i++) acc[i] = g0[i] + g[i];
+      return;
+    }
+    const acc = this.acc!;
+    for (let i = 0; i < len; i++) acc[i] += g[i];
+  }
 }
 
 export class TrainingState {
@@ -142,8 +209,12 @@ export class TrainingState {
     this.sampler = new Sampler(this.source, this.config.train.seed, plan.samplerBefore);
   }
 
-  /** Applies a phase's results (one per shard, in shard order) and advances the position. */
-  applyPhase(plan: PhasePlan, results: ShardResult[]): PhaseSummary {
+  /**
+   * Applies a phase's results (one per shard, in shard order) and advances the position. `average`
+   * may carry a ShardOrderAverage that has already folded in some of the results (the coordinator
+   * folds them in as they arrive); the arithmetic is the same either way.
+   */
+  applyPhase(plan: PhasePlan, results: ShardResult[], average?: ShardOrderAverage): PhaseSummary {
     const expected = this.nextKey();
     if (plan.iteration !== expected.iteration || plan.phase !== expected.phase || plan.dStep !== expected.dStep) {
       throw new GanError('PHASE_OUT_OF_ORDER', `applying ${plan.phase}-phase of iteration ${plan.iteration} step ${plan.dStep}, but ${expected.phase}-phase of iteration ${expected.iteration} step ${expected.dStep} is next`);
@@ -152,7 +223,8 @@ export class TrainingState {
       throw new GanError('MISSING_SHARDS', `phase needs ${plan.shards.length} shard results, got ${results.length}`);
     }
     const net: Net = plan.phase;
-    this.optimizers[net].apply(this.weights[net], averageInShardOrder(results.map((r) => r.gradient)));
+    const gradients = results.map((r) => r.gradient);
+    this.optimizers[net].apply(this.weights[net], average ? average.average(gradients) : averageInShardOrder(gradients));
     this.versions[net]++;
     if (plan.phase === 'D') {
       this.dStep++;

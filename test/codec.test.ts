@@ -22,6 +22,9 @@ import {
   type TaskMsg,
 } from '../shared/protocol.ts';
 import { uniformSource } from '../shared/rng.ts';
+import { floatPayloadBytes } from '../shared/codec.ts';
+import { encodeHalf, roundTripHalf } from '../shared/float16.ts';
+import type { WeightsMsg, WelcomeMsg } from '../shared/protocol.ts';
 
 const LIMITS: DecodeLimits = { maxFrameBytes: 64 * 1024 * 1024, maxFloats: 4_000_000 };
 
@@ -465,5 +468,156 @@ describe('performance', () => {
     expect(firstNonFinite(new Float32Array(0))).toBe(-1);
     a.fill(-0);
     expect(firstNonFinite(a)).toBe(-1);
+  });
+});
+
+describe('--wire fp16', () => {
+  const FP16: DecodeLimits = { ...LIMITS, wire: 'fp16' };
+  /** The three messages whose floats change with the wire format. */
+  const floatMessages = ['welcome', 'weights', 'result'] as const;
+
+  it('round trips welcome, weights and result as fp16-rounded Float32Arrays at about half the bytes', () => {
+    for (const type of floatMessages) {
+      const sent = samples[type];
+      const frame = encode(sent, { wire: 'fp16' });
+      // A welcome announces its own format; weights and results follow the connection's.
+      const msg = ok(decode(frame, type === 'welcome' ? LIMITS : FP16));
+      const fp32 = encode(sent);
+      expect(frame.byteLength / fp32.byteLength, type).toBeLessThan(0.53);
+      expect(frame.byteLength / fp32.byteLength, type).toBeGreaterThan(0.45);
+      if (type === 'welcome') {
+        const w = msg as WelcomeMsg;
+        const s = sent as Outgoing<WelcomeMsg>;
+        expect(w.wire).toBe('fp16');
+        expect(w.g.weights).toEqual(roundTripHalf(s.g.weights));
+        expect(w.d.weights).toEqual(roundTripHalf(s.d.weights));
+        expect(w.g.weights).toBeInstanceOf(Float32Array);
+        expect({ ...w, g: s.g, d: s.d }).toEqual({ ...s, wire: 'fp16', protocol: PROTOCOL_VERSION });
+      } else if (type === 'weights') {
+        expect((msg as WeightsMsg).weights).toEqual(roundTripHalf((sent as Outgoing<WeightsMsg>).weights));
+        expect((msg as WeightsMsg).weights).toBeInstanceOf(Float32Array);
+      } else {
+        const r = msg as ResultMsg;
+        expect(r.gradient).toEqual(roundTripHalf((sent as Outgoing<ResultMsg>).gradient));
+        expect(r.gradient).toBeInstanceOf(Float32Array);
+        expect(r.gradient.byteOffset).toBe(0);
+        expect({ ...r, gradient: null }).toEqual({ ...sent, gradient: null, protocol: PROTOCOL_VERSION });
+      }
+    }
+    // The rounding is real (these values are not all halves) and idempotent through the wire.
+    const w = samples.weights.weights;
+    expect(roundTripHalf(w)).not.toEqual(w);
+    const again = ok(decode(encode({ ...samples.weights, weights: roundTripHalf(w) }, { wire: 'fp16' }), FP16)) as WeightsMsg;
+    expect(again.weights).toEqual(roundTripHalf(w));
+    // A welcome that carries wire: 'fp16' itself is encoded in fp16 without the option.
+    const self = ok(decode(encode({ ...samples.welcome, wire: 'fp16' }), LIMITS)) as WelcomeMsg;
+    expect(self.g.weights).toEqual(roundTripHalf(samples.welcome.g.weights));
+  });
+
+  it('leaves fp32 frames byte for byte as they were, and other messages alone', () => {
+    for (const type of MESSAGE_TYPES) {
+      // What encode() always produced: the message plus the protocol, packed as is.
+      const before = craft({ ...samples[type], protocol: PROTOCOL_VERSION });
+      expect(Buffer.compare(encode(samples[type], { wire: 'fp32' }), before), type).toBe(0);
+      expect(Buffer.compare(encode(samples[type]), before), type).toBe(0);
+    }
+    expect(Object.hasOwn(ok(decode(encode(samples.welcome), LIMITS)), 'wire')).toBe(false);
+    for (const type of ['hello', 'challenge', 'auth', 'task', 'bye'] as const) {
+      expect(ok(decode(encode(samples[type], { wire: 'fp16' }), FP16)), type).toEqual({ ...samples[type], protocol: PROTOCOL_VERSION });
+    }
+    expect(floatPayloadBytes(1000)).toBe(4000);
+    expect(floatPayloadBytes(1000, 'fp16')).toBe(2000 + 4);
+  });
+
+  it('refuses the other wire format rather than guessing, naming the flag', () => {
+    expectFail(decode(encode(samples.result), FP16), 'BAD_FIELD', 'result.gradient', '--wire fp16', 'Float32Array');
+    expectFail(decode(encode(samples.weights), FP16), 'BAD_FIELD', 'weights.weights', '--wire fp16');
+    expectFail(decode(encode(samples.result, { wire: 'fp16' }), LIMITS), 'BAD_FIELD', 'result.gradient', 'float16', '--wire fp32');
+    expectFail(decode(encode(samples.weights, { wire: 'fp16' }), LIMITS), 'BAD_FIELD', 'weights.weights', '--wire fp32');
+    // A welcome that claims fp16 but carries float32 weights, and the reverse.
+    expectFail(decode(craft({ ...valid('welcome'), wire: 'fp16' }), LIMITS), 'BAD_FIELD', 'welcome.g.weights');
+    const halfWelcome = { ...valid('welcome'), g: { version: 1, weights: encodeHalf(floats(10)) } };
+    expectFail(decode(craft(halfWelcome), LIMITS), 'BAD_FIELD', 'welcome.g.weights', '--wire fp32');
+    expectFail(decode(craft({ ...valid('welcome'), wire: 'bf16' }), LIMITS), 'BAD_FIELD', 'welcome.wire', '"fp32", "fp16"');
+    expectFail(decode(craft({ ...valid('welcome'), wire: 16 }), LIMITS), 'BAD_FIELD', 'welcome.wire');
+  });
+
+  it('validates a half payload: classes, exponent count, size limit, Inf/NaN and overflow after scaling', () => {
+    const result = (gradient: unknown) => craft({ ...valid('result'), gradient });
+    const good = encodeHalf(floats(1000, 8));
+    expect(ok(decode(result(good), FP16)).type).toBe('result');
+    expectFail(decode(result(floats(10)), FP16), 'BAD_FIELD', 'result.gradient must be a float16 payload');
+    expectFail(decode(result({ half: new Uint8Array(4), exp: new Int8Array(1) }), FP16), 'BAD_FIELD', 'result.gradient.half must be a Uint16Array');
+    expectFail(decode(result({ half: good.half, exp: new Uint8Array(4) }), FP16), 'BAD_FIELD', 'result.gradient.exp must be an Int8Array');
+    expectFail(decode(result({ half: good.half }), FP16), 'BAD_FIELD', 'result.gradient.exp is missing');
+    expectFail(decode(result({ exp: good.exp }), FP16), 'BAD_FIELD', 'result.gradient.half is missing');
+    expectFail(decode(result({ ...good, scale: 1 }), FP16), 'BAD_FIELD', 'unknown field "scale"');
+    expectFail(decode(result({ half: good.half, exp: good.exp.subarray(0, 3) }), FP16), 'BAD_FIELD', 'result.gradient.exp has 3 exponents; 1000 values need 4');
+    expectFail(decode(result({ half: good.half, exp: new Int8Array(5) }), FP16), 'BAD_FIELD', 'need 4');
+    expectFail(decode(result(good), { ...FP16, maxFloats: 999 }), 'ARRAY_TOO_LARGE', 'result.gradient.half has 1000 values, limit is 999');
+    for (const [bits, text] of [
+      [0x7c00, 'Infinity'],
+      [0xfc00, '-Infinity'],
+      [0x7e00, 'NaN'],
+      [0xfd01, 'NaN'],
+    ] as const) {
+      const half = good.half.slice();
+      half[777] = bits;
+      expectFail(decode(result({ half, exp: good.exp }), FP16), 'NON_FINITE', `result.gradient.half[777] is ${text}`);
+    }
+    // Every half finite, but 65504 * 2^113 is beyond float32.
+    const exp = good.exp.slice();
+    exp[2] = -113;
+    const half = good.half.slice();
+    half[600] = 0x7bff;
+    expectFail(decode(result({ half, exp }), FP16), 'NON_FINITE', 'result.gradient[600] is Infinity');
+    // Empty gradients are well formed (the coordinator rejects the size against the model).
+    expect((ok(decode(result(encodeHalf(new Float32Array(0))), FP16)) as ResultMsg).gradient.length).toBe(0);
+  });
+
+  it('never throws on hostile fp16 frames', () => {
+    const frames = floatMessages.map((t) => encode(samples[t], { wire: 'fp16' }));
+    const r = uniformSource(16);
+    for (let i = 0; i < 3000; i++) {
+      const frame = new Uint8Array(frames[i % frames.length]!);
+      const flips = 1 + Math.floor(r() * 4);
+      for (let k = 0; k < flips; k++) frame[Math.floor(r() * frame.length)] = Math.floor(r() * 256);
+      let res: DecodeResult | undefined;
+      expect(() => (res = decode(frame, FP16))).not.toThrow();
+      if (res!.ok && res!.msg.type === 'result') expect(firstNonFinite(res!.msg.gradient)).toBe(-1);
+      const cut = frame.subarray(0, Math.floor(r() * frame.length));
+      expect(() => decode(cut, FP16)).not.toThrow();
+    }
+    for (const f of frames.slice(1)) expect(decode(f, FP16).ok).toBe(true);
+  });
+});
+
+describe('optional features: welcome.features and result.timing', () => {
+  const timing = { decodeMs: 1.5, loadMs: 0.25, recvMs: 3, encodeMs: 0.75, sendMs: 0 };
+
+  it('round trips a result with timing and a welcome with features; both stay optional', () => {
+    const result = { ...samples.result, timing };
+    expect(ok(decode(encode(result), LIMITS))).toEqual({ ...result, protocol: PROTOCOL_VERSION });
+    const welcome = { ...samples.welcome, features: ['timing'] };
+    expect(ok(decode(encode(welcome), LIMITS))).toEqual({ ...welcome, protocol: PROTOCOL_VERSION });
+    // The messages of a worker or coordinator that knows no features are as valid as before.
+    expect((ok(decode(encode(samples.result), LIMITS)) as ResultMsg).timing).toBeUndefined();
+    expect((ok(decode(encode(samples.welcome), LIMITS)) as WelcomeMsg).features).toBeUndefined();
+  });
+
+  it('rejects malformed timing and features with the field named', () => {
+    const result = (t: unknown) => craft({ ...valid('result'), timing: t });
+    expectFail(decode(result({ ...timing, decodeMs: -1 }), LIMITS), 'BAD_FIELD', 'result.timing.decodeMs must be >= 0, got -1');
+    expectFail(decode(result({ ...timing, recvMs: NaN }), LIMITS), 'NON_FINITE', 'result.timing.recvMs is NaN');
+    expectFail(decode(result({ ...timing, sendMs: '1' }), LIMITS), 'BAD_FIELD', 'result.timing.sendMs must be a number');
+    const { loadMs: _drop, ...short } = timing;
+    expectFail(decode(result(short), LIMITS), 'BAD_FIELD', 'result.timing.loadMs is missing');
+    expectFail(decode(result({ ...timing, queueMs: 1 }), LIMITS), 'BAD_FIELD', 'result.timing has unknown field "queueMs"');
+    expectFail(decode(result([1, 2]), LIMITS), 'BAD_FIELD', 'result.timing must be a map');
+    const welcome = (f: unknown) => craft({ ...valid('welcome'), features: f });
+    expectFail(decode(welcome('timing'), LIMITS), 'BAD_FIELD', 'welcome.features must be an array of at most 8 strings');
+    expectFail(decode(welcome(new Array(9).fill('x')), LIMITS), 'BAD_FIELD', 'welcome.features must be an array of at most 8 strings, got an array of 9');
+    expectFail(decode(welcome(['timing', 7]), LIMITS), 'BAD_FIELD', 'welcome.features[1] must be a string of at most 16 chars, got 7');
+    expectFail(decode(welcome(['x'.repeat(17)]), LIMITS), 'BAD_FIELD', 'welcome.features[0]');
   });
 });

@@ -2,14 +2,15 @@
  * A real multi-host run: the coordinator in one network namespace, two workers in two others,
  * each namespace a "machine" with its own eth0 on a bridge (in a fourth, hub namespace), talking
  * over veth links and 10.213.x.0/24 addresses; nothing is reachable over loopback between them.
- * Every link and address lives inside namespaces created here (never in the host's own
- * namespace), with names unique to this run, and is removed in afterAll, pass or fail.
+ * Every link and address lives inside namespaces created here through test/helpers/netns.ts (never
+ * in the host's own namespace; bench/multihost.ts builds its network the same way), with names
+ * unique to this run, and is removed in afterAll, pass or fail.
  *
  * Needs root and iproute2's `ip`; skipped with the reason printed otherwise.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNetwork, ip, netnsUnavailable, type Network } from './helpers/netns.ts';
 import { cleanup, eventsOf, makeTempDir, readLog, spawnCli, waitForEvent, waitForEvents, waitForExit, type Proc } from './helpers/processes.ts';
 
 const TEST_TIMEOUT = 90_000;
@@ -19,66 +20,32 @@ const PORT = 8600; // each namespace has its own ports: no collision with anythi
 const TOKEN = 'multihost-test-token';
 const TRAIN_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
-const isRoot = process.getuid?.() === 0;
-const hasIp = spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
-const skipReason = !isRoot ? 'needs root to create network namespaces' : !hasIp ? "needs iproute2's `ip` command" : null;
+const skipReason = netnsUnavailable();
 if (skipReason) console.warn(`[multihost.test] skipped: ${skipReason}`);
 
 // Unique per run: parallel runs (or a leftover from a killed one) never share a namespace.
 const tag = `gan${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
-const NS = { hub: `${tag}-hub`, coordinator: `${tag}-c`, w1: `${tag}-w1`, w2: `${tag}-w2` };
 const subnet = `10.213.${1 + (process.pid % 250)}`;
+// Hosts get <subnet>.1, .2, .3 in this order.
+const HOSTS = ['coordinator', 'w1', 'w2'] as const;
 const ADDR = { coordinator: `${subnet}.1`, w1: `${subnet}.2`, w2: `${subnet}.3` };
-const created: string[] = [];
-
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-
-function removeNamespaces(): void {
-  for (const ns of created.splice(0).reverse()) {
-    try {
-      ip('netns', 'del', ns); // takes its veth ends (and so their peers) with it
-    } catch {
-      // already gone
-    }
-  }
-}
-
-/** hub: a bridge; every other namespace: eth0 (a veth whose peer is on the bridge) + lo. */
-function createNetwork(): void {
-  for (const ns of Object.values(NS)) {
-    ip('netns', 'add', ns);
-    created.push(ns);
-  }
-  ip('-n', NS.hub, 'link', 'add', 'br0', 'type', 'bridge');
-  ip('-n', NS.hub, 'link', 'set', 'br0', 'up');
-  for (const name of ['coordinator', 'w1', 'w2'] as const) {
-    const ns = NS[name];
-    const hubEnd = `v-${name}`;
-    // Created inside the hub namespace with the peer moved straight into the machine's namespace.
-    ip('-n', NS.hub, 'link', 'add', hubEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-    ip('-n', NS.hub, 'link', 'set', hubEnd, 'master', 'br0');
-    ip('-n', NS.hub, 'link', 'set', hubEnd, 'up');
-    ip('-n', ns, 'addr', 'add', `${ADDR[name]}/24`, 'dev', 'eth0');
-    ip('-n', ns, 'link', 'set', 'eth0', 'up');
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
-  }
-}
-
-const inNs = (ns: string) => ['ip', 'netns', 'exec', ns];
+let net: Network | null = null;
+const NS = (name: (typeof HOSTS)[number]) => net!.hosts[name].ns;
+const inNs = (name: (typeof HOSTS)[number]) => net!.exec(name);
 
 function startCoordinator(runDir: string, extra: string[] = []): Proc {
   return spawnCli(
     'coordinator',
     [...TRAIN_FLAGS, '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--status-interval', '0.5', ...extra],
-    { prefix: inNs(NS.coordinator), env: { GAN_TOKEN: TOKEN }, name: `coordinator@${NS.coordinator}` },
+    { prefix: inNs('coordinator'), env: { GAN_TOKEN: TOKEN }, name: `coordinator@${NS('coordinator')}` },
   );
 }
 
 function startWorker(name: 'w1' | 'w2', delayMs: number): Proc {
   return spawnCli('worker', ['--coordinator', `ws://${ADDR.coordinator}:${PORT}`, '--id', name, '--backend', 'wasm'], {
-    prefix: inNs(NS[name]),
+    prefix: inNs(name),
     env: { GAN_TOKEN: TOKEN, GAN_TEST_SHARD_DELAY_MS: String(delayMs) },
-    name: `worker ${name}@${NS[name]}`,
+    name: `worker ${name}@${NS(name)}`,
   });
 }
 
@@ -96,23 +63,22 @@ describe.skipIf(skipReason !== null)(`several hosts (network namespaces ${tag}-*
   let reference: Promise<string>;
 
   beforeAll(() => {
-    // Last resort for a runner that dies without running afterAll.
-    process.once('exit', removeNamespaces);
-    createNetwork();
+    // createNetwork also deletes the namespaces on exit if a runner dies without running afterAll.
+    net = createNetwork({ tag, subnet, hosts: [...HOSTS] });
     reference = referenceHash();
   }, TEST_TIMEOUT);
 
   afterAll(async () => {
     await cleanup(); // kill the processes first: a namespace with processes inside outlives `ip netns del`
-    removeNamespaces();
+    net?.destroy();
   }, TEST_TIMEOUT);
 
   it(
     'coordinator and two workers on three "machines" over veth: both join from their addresses, same hash as gan-train',
     async () => {
       // The namespaces really are separate machines: the coordinator's address is not local to a worker.
-      expect(ip('-n', NS.w1, '-o', 'addr', 'show')).not.toContain(ADDR.coordinator);
-      expect(ip('-n', NS.coordinator, '-o', 'addr', 'show')).toContain(`${ADDR.coordinator}/24`);
+      expect(ip('-n', NS('w1'), '-o', 'addr', 'show')).not.toContain(ADDR.coordinator);
+      expect(ip('-n', NS('coordinator'), '-o', 'addr', 'show')).toContain(`${ADDR.coordinator}/24`);
 
       const runDir = makeTempDir('gan-mh-');
       const coordinator = startCoordinator(runDir);

@@ -13,7 +13,7 @@ import { validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { classifyTlsError } from '../shared/tls.ts';
-import { PROTOCOL_VERSION, type Message, type Outgoing, type ShardSpec, type TaskMsg } from '../shared/protocol.ts';
+import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type Outgoing, type ResultMsg, type ShardSpec, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
 import { resourceUsage } from '../shared/resources.ts';
 
@@ -38,6 +38,8 @@ export interface WorkerOptions {
   progressIntervalMs?: number;
   /** PEM certificate(s) trusted for a wss:// coordinator instead of the system roots (--ca). */
   ca?: string | null;
+  /** Wire formats to advertise in hello (default: all this build speaks); tests play an older, fp32-only worker with ['fp32']. */
+  wire?: readonly WireFormat[];
 }
 
 export const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 10000 };
@@ -48,6 +50,7 @@ const FATAL_CLOSE = new Map<number, string>([
   [WS_CLOSE.versionMismatch, 'PROTOCOL_MISMATCH'],
   [WS_CLOSE.banned, 'BANNED'],
   [WS_CLOSE.replaced, 'REPLACED'],
+  [WS_CLOSE.unsupported, 'WIRE_UNSUPPORTED'],
 ]);
 
 /**
@@ -55,6 +58,8 @@ const FATAL_CLOSE = new Map<number, string>([
  * decoded and validated; the limits only bound a single frame's size.
  */
 const WORKER_LIMITS: DecodeLimits = { maxFrameBytes: 1 << 30, maxFloats: 1 << 28 };
+
+const noTiming = (): WorkerTiming => ({ decodeMs: 0, loadMs: 0, recvMs: 0, encodeMs: 0, sendMs: 0 });
 
 interface QueuedShard {
   task: TaskMsg;
@@ -65,6 +70,8 @@ interface QueuedShard {
 export class Worker {
   private replica: GanReplica | null = null;
   private replicaConfigJson = '';
+  /** The wire format of the current connection: fp32 until a welcome says otherwise. */
+  private wire: WireFormat = 'fp32';
   private versions: Record<Net, number> = { G: -1, D: -1 };
   private queue: QueuedShard[] = [];
   private pumping = false;
@@ -74,6 +81,10 @@ export class Worker {
   private computeMsTotal = 0;
   private reconnects = 0;
   private lastProgress = { at: performance.now(), shards: 0 };
+  /** Optional protocol features the coordinator turned on for this connection (welcome.features). */
+  private features = new Set<string>();
+  /** Time outside compute since the last result was sent (sent with the next result when `timing` is on). */
+  private timing: WorkerTiming = noTiming();
   private log: Logger;
   /** Why run() returned 2 (a refusal or a TLS failure retrying cannot fix); null otherwise. */
   fatal: { code: string; reason: string } | null = null;
@@ -129,7 +140,7 @@ export class Worker {
   }
 
   private send(ws: WebSocket, msg: Outgoing<Message>): void {
-    if (ws.readyState === WebSocket.OPEN) ws.send(encode(msg));
+    if (ws.readyState === WebSocket.OPEN) ws.send(encode(msg, { wire: this.wire }));
   }
 
   private connectOnce(): Promise<{ kind: 'unreachable' | 'connected-then-lost' | 'finished' | 'fatal'; code?: string; reason: string; tls?: string }> {
@@ -139,6 +150,17 @@ export class Worker {
       /** The connection error before any frame, if any (TLS verification failures are fatal). */
       let connectError: Error | null = null;
       this.ws = ws;
+      this.wire = 'fp32';
+      this.features = new Set();
+      this.timing = noTiming();
+      // Receive time of a message: its first bytes read (before ws parses them; hence prepend)
+      // to the message reassembled (result.timing.recvMs).
+      let recvSince: number | null = null;
+      ws.on('upgrade', (res) => {
+        res.socket.prependListener('data', () => {
+          recvSince ??= performance.now();
+        });
+      });
       let welcomed = false;
       let bye: { code: string; reason: string } | null = null;
       let idleTimer: NodeJS.Timeout | null = null;
@@ -157,14 +179,18 @@ export class Worker {
           workerId: this.opts.workerId,
           backend: this.opts.backend,
           host: hostname().slice(0, 256),
-          capabilities: { wire: ['fp32'], maxShards: 4096 },
+          capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES], maxShards: 4096 },
         });
       });
       ws.on('ping', touch);
       ws.on('message', (data, isBinary) => {
         touch();
+        if (recvSince !== null) this.timing.recvMs += performance.now() - recvSince;
+        recvSince = null;
         if (!isBinary) return;
-        const res = decode(data as Buffer, WORKER_LIMITS);
+        const t0 = performance.now();
+        const res = decode(data as Buffer, this.wire === 'fp32' ? WORKER_LIMITS : { ...WORKER_LIMITS, wire: this.wire });
+        this.timing.decodeMs += performance.now() - t0;
         if (!res.ok) {
           const reason = res.code === 'PROTOCOL_MISMATCH' ? `this worker speaks protocol ${PROTOCOL_VERSION}; ${res.reason}` : res.reason;
           this.log.error({ event: 'bad_frame', code: res.code, reason }, 'bad frame from the coordinator; disconnecting');
@@ -184,7 +210,8 @@ export class Worker {
             return;
           case 'welcome':
             try {
-              this.onWelcome(msg.config as unknown as GanConfig, msg.g, msg.d, msg.runId);
+              this.onWelcome(msg.config as unknown as GanConfig, msg.g, msg.d, msg.runId, msg.wire ?? 'fp32');
+              this.features = new Set(msg.features ?? []);
               welcomed = true;
             } catch (err) {
               const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
@@ -196,7 +223,11 @@ export class Worker {
             return;
           case 'weights':
             if (!welcomed || !this.replica) return;
-            this.replica.setWeights(msg.net, msg.weights);
+            {
+              const t0 = performance.now();
+              this.replica.setWeights(msg.net, msg.weights);
+              this.timing.loadMs += performance.now() - t0;
+            }
             this.versions[msg.net] = msg.version;
             // Shards computed against older weights are from a finished phase: skip them.
             this.queue = this.queue.filter((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
@@ -236,7 +267,10 @@ export class Worker {
     });
   }
 
-  private onWelcome(config: GanConfig, g: { version: number; weights: Float32Array }, d: { version: number; weights: Float32Array }, runId: string): void {
+  private onWelcome(config: GanConfig, g: { version: number; weights: Float32Array }, d: { version: number; weights: Float32Array }, runId: string, wire: WireFormat): void {
+    if (!(this.opts.wire ?? WIRE_FORMATS).includes(wire)) {
+      throw new GanError('WIRE_UNSUPPORTED', `the coordinator sends --wire ${wire}, which this worker did not offer`);
+    }
     const json = JSON.stringify(config);
     if (json !== this.replicaConfigJson) {
       validateConfig(config);
@@ -249,7 +283,9 @@ export class Worker {
     this.replica!.setWeights('D', d.weights);
     this.versions = { G: g.version, D: d.version };
     this.queue = [];
-    this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, reconnects: this.reconnects }, 'joined the run');
+    // Results on this connection go out in the run's wire format (weights already arrive in it).
+    this.wire = wire;
+    this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects }, 'joined the run');
   }
 
   private meanShardMs(): number {
@@ -265,6 +301,19 @@ export class Worker {
     const shardsPerSec = Number((since / Math.max(1e-3, (now - this.lastProgress.at) / 1000)).toFixed(2));
     this.lastProgress = { at: now, shards: this.shardsDone };
     this.log.info({ event: 'worker_progress', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), shardsPerSec, reconnects: this.reconnects, ...resourceUsage() }, 'worker progress');
+  }
+
+  /**
+   * Sends a result, with the time split of what happened since the previous one when the
+   * coordinator turned `timing` on; this result's own encode and send time go with the next.
+   */
+  private sendResult(ws: WebSocket, msg: Outgoing<ResultMsg>): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    const t0 = performance.now();
+    const frame = encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg, { wire: this.wire });
+    const t1 = performance.now();
+    ws.send(frame);
+    this.timing = { ...noTiming(), encodeMs: t1 - t0, sendMs: performance.now() - t1 };
   }
 
   /** Computes queued shards one at a time, yielding between them so pings are answered. */
@@ -284,7 +333,7 @@ export class Worker {
           for (let i = 0; i < g.length; i++) g[i] *= 1 + this.opts.testCorruptScale;
         }
         if (this.opts.testDelayMs > 0) await new Promise((r) => setTimeout(r, this.opts.testDelayMs));
-        this.send(ws, {
+        this.sendResult(ws, {
           type: 'result',
           taskId: task.taskId,
           iteration: task.iteration,

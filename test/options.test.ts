@@ -1,0 +1,130 @@
+/**
+ * Options added for the quality targets (issue #6): --width for mlp2d, and the presets that
+ * record the verified settings. Each check fails if the option is ignored, mis-validated or not
+ * carried into the model that is built.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { initBackend } from '../shared/backend.ts';
+import { GAN_FLAGS, ganOptionsFrom, parseFlags } from '../shared/cli.ts';
+import { mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
+import { loadDataSource, type DataSource } from '../shared/data/index.ts';
+import { ConfigError } from '../shared/errors.ts';
+import { buildModels } from '../shared/models.ts';
+import { PRESETS } from '../shared/presets.ts';
+
+let grid25: DataSource;
+let mnist: DataSource;
+
+beforeAll(async () => {
+  await initBackend('wasm');
+  grid25 = loadDataSource('grid25');
+  mnist = loadDataSource('mnist');
+});
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+/** Output units of every dense kernel of a model, in order. */
+function denseUnits(model: ReturnType<typeof buildModels>['g']): number[] {
+  return model.trainableWeights.filter((w) => w.originalName.endsWith('/kernel')).map((w) => w.shape[w.shape.length - 1] as number);
+}
+
+describe('--width (mlp2d hidden units)', () => {
+  it('defaults to 64 and leaves the config without a width field', () => {
+    const cfg = resolveConfig({ dataset: 'grid25' }, grid25);
+    expect(cfg.model.width).toBeUndefined();
+    expect(MLP2D_DEFAULT_WIDTH).toBe(64);
+    const { g, d } = buildModels(cfg.model);
+    try {
+      expect(denseUnits(g)).toEqual([64, 64, 64, 2]);
+      expect(denseUnits(d)).toEqual([64, 64, 1]);
+    } finally {
+      g.dispose();
+      d.dispose();
+    }
+  });
+
+  it('is stored in the config and sets every hidden layer of G and D', () => {
+    const cfg = resolveConfig({ dataset: 'grid25', width: 96 }, grid25);
+    expect(cfg.model.width).toBe(96);
+    const { g, d } = buildModels(cfg.model);
+    try {
+      expect(denseUnits(g)).toEqual([96, 96, 96, 2]);
+      expect(denseUnits(d)).toEqual([96, 96, 1]);
+    } finally {
+      g.dispose();
+      d.dispose();
+    }
+    // and training runs on it
+    const t = new LocalTrainer(resolveConfig({ dataset: 'grid25', width: 96, batchSize: 16, iterations: 2 }, grid25), grid25);
+    try {
+      for (let i = 0; i < 4; i++) t.runPhase();
+      expect(t.state.iteration).toBe(2);
+      expect(t.state.weights.G.every(Number.isFinite)).toBe(true);
+    } finally {
+      t.dispose();
+    }
+  });
+
+  it('is parsed from the command line', () => {
+    expect(ganOptionsFrom(parseFlags(['--width', '128'], GAN_FLAGS)).width).toBe(128);
+    expect(ganOptionsFrom(parseFlags([], GAN_FLAGS)).width).toBeUndefined();
+    expect(configError(() => parseFlags(['--width', '12.5'], GAN_FLAGS)).code).toBe('CLI_BAD_NUMBER');
+  });
+
+  it('rejects bad values and models with fixed widths', () => {
+    for (const width of [0, -8, 1.5, 5000]) {
+      const err = configError(() => resolveConfig({ dataset: 'grid25', width }, grid25));
+      expect(err.code).toBe('BAD_WIDTH');
+      expect(err.message).toMatch(/--width must be a whole number from 1 to 4096/);
+    }
+    const err = configError(() => resolveConfig({ dataset: 'mnist', model: 'mlp-small', width: 128 }, mnist));
+    expect(err.code).toBe('WIDTH_UNSUPPORTED');
+    expect(err.message).toMatch(/--model mlp-small has fixed layer widths/);
+  });
+
+  it('cannot change on a resume (the weights would not fit)', () => {
+    const saved = resolveConfig({ dataset: 'grid25', width: 128 }, grid25);
+    const err = configError(() => mergeResumeConfig(saved, { width: 64 }));
+    expect(err.code).toBe('CONFIG_CONFLICT');
+    expect(err.message).toMatch(/--width 64 conflicts with the checkpoint, which was trained with 128/);
+    expect(mergeResumeConfig(saved, { width: 128, lr: 1e-4 }).config.model.width).toBe(128);
+    // a run saved before --width existed (no field) is the default width
+    const old = resolveConfig({ dataset: 'grid25' }, grid25);
+    expect(mergeResumeConfig(old, { width: 64 }).config.model.width).toBeUndefined();
+    expect(configError(() => mergeResumeConfig(old, { width: 128 })).code).toBe('CONFIG_CONFLICT');
+  });
+});
+
+describe('presets', () => {
+  it('every preset resolves against its data set', () => {
+    for (const [name, preset] of Object.entries(PRESETS)) {
+      const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : loadDataSource(preset.dataset ?? 'mnist');
+      expect(() => resolveConfig(preset, source), name).not.toThrow();
+    }
+  });
+
+  it('--preset fills in its settings, an explicit flag beside it wins, an unknown name is UNKNOWN_PRESET', () => {
+    const opts = (argv: string[]) => ganOptionsFrom(parseFlags(argv, GAN_FLAGS));
+    const cfg = resolveConfig(opts(['--preset', 'grid25']), grid25);
+    expect(cfg.model.width).toBe(PRESETS.grid25.width);
+    expect(cfg.model.pack).toBe(PRESETS.grid25.pack);
+    expect(cfg.train.batchSize).toBe(PRESETS.grid25.batchSize);
+    expect(cfg.optimizer.lr).toBe(PRESETS.grid25.lr);
+    const mine = resolveConfig(opts(['--preset', 'grid25', '--lr', '5e-4', '--iterations', '7']), grid25);
+    expect(mine.optimizer.lr).toBe(5e-4);
+    expect(mine.train.iterations).toBe(7);
+    expect(mine.model.width).toBe(PRESETS.grid25.width);
+    const err = configError(() => opts(['--preset', 'grid52']));
+    expect(err.code).toBe('UNKNOWN_PRESET');
+    expect(err.message).toContain('grid25');
+  });
+});
