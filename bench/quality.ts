@@ -15,6 +15,12 @@
  *   npm run bench:quality                                   # the recommended settings, 15 min each
  *   npm run bench:quality -- --minutes 2 --runs ring8       # a short check
  *   npm run bench:quality -- --runs all                     # every variant, baselines included
+ *   npm run bench:quality -- --stop-at-target               # end a run once its target has held
+ *
+ * --stop-at-target ends a run early once two consecutive periodic evaluations meet the target
+ * (it is still stopped, exported and scored by gan-eval like a full run); the first evaluation
+ * that met it is reported as the time to target either way, and the load average is recorded
+ * at the start and end of every run, since other jobs on the machine slow the runs down.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -46,12 +52,15 @@ interface Variant {
 }
 
 /**
- * The settings. The recommended ones use the techniques against mode collapse (minibatch
- * standard deviation in D; PacGAN packing on ring8) and a learning-rate step for the last 30%
- * of the time, which damps the late oscillation of the high-quality share; baselines are plain
- * GANs with the same budget. In short runs on 2 shared cores a plain GAN collapsed grid25 onto
- * a streak through one or two modes, PacGAN2 + minibatch std left it a uniform blob after 7,000
- * iterations, and minibatch std alone at lr 1e-3 had started forming the grid's rows by 4,000.
+ * The settings. The recommended ones use the techniques against mode collapse (PacGAN packing,
+ * minibatch standard deviation in D on ring8) and a learning-rate step (stop, resume with a lower
+ * --lr), which damps the late oscillation of the high-quality share; baselines are plain GANs
+ * with the same budget. grid25 needs a wider mlp2d (--width 128) and PacGAN2 with label
+ * smoothing: in a single-process probe of those settings (1 shard) every mode appeared between
+ * iterations 7,000 and 9,000 and the high-quality share passed 85% by 12,000, while minibatch
+ * std alone (grid25-mbstd) stalled at 17/25. The mnist run is class-conditional (see
+ * bench/results/ for the unconditional baselines). A plain GAN collapses grid25 onto a streak
+ * through one or two modes.
  */
 export const VARIANTS: Variant[] = [
   {
@@ -68,12 +77,32 @@ export const VARIANTS: Variant[] = [
   {
     name: 'grid25',
     dataset: 'grid25',
-    args: ['--minibatch-std', '4', '--batch-size', '128', '--lr', '1e-3'],
+    args: ['--width', '128', '--noise-dim', '8', '--pack', '2', '--label-smoothing', '0.1', '--batch-size', '256', '--shards', '2', '--lr', '1e-3'],
     lrStep: { at: 0.7, lr: 2e-4 },
     evalEvery: 500,
     evalSamples: 2500,
     recommended: true,
-    note: 'minibatch std (groups of 4), batch 128, Adam lr 1e-3, then 2e-4 for the last 30% (resume)',
+    note: 'mlp2d 128 wide, noise 8, PacGAN2, label smoothing 0.1, batch 256 in 2 shards, Adam lr 1e-3, then 2e-4 for the last 30% (resume)',
+  },
+  {
+    name: 'grid25-mbstd',
+    dataset: 'grid25',
+    args: ['--width', '128', '--noise-dim', '8', '--minibatch-std', '4', '--batch-size', '256', '--lr', '1e-3'],
+    lrStep: { at: 0.7, lr: 2e-4 },
+    evalEvery: 500,
+    evalSamples: 2500,
+    recommended: false,
+    note: 'mlp2d 128 wide, noise 8, minibatch std (groups of 4), batch 256, Adam lr 1e-3, then 2e-4 for the last 30% (resume); stalled at 17/25',
+  },
+  {
+    name: 'grid25-64',
+    dataset: 'grid25',
+    args: ['--minibatch-std', '4', '--batch-size', '128', '--lr', '1e-3'],
+    lrStep: { at: 0.7, lr: 2e-4 },
+    evalEvery: 500,
+    evalSamples: 2500,
+    recommended: false,
+    note: 'default mlp2d (64 wide, noise 4), minibatch std (groups of 4), batch 128, Adam lr 1e-3, then 2e-4 for the last 30% (resume)',
   },
   {
     name: 'grid25-pacgan',
@@ -89,11 +118,21 @@ export const VARIANTS: Variant[] = [
   {
     name: 'mnist',
     dataset: 'mnist',
-    args: ['--model', 'mlp-small', '--conditional', '--lr', '5e-4'],
-    evalEvery: 200,
+    args: ['--model', 'mlp-small', '--conditional', '--lr', '1e-3', '--label-smoothing', '0.1'],
+    lrStep: { at: 0.85, lr: 2e-4 },
+    evalEvery: 250,
     evalSamples: 1000,
     recommended: true,
-    note: 'conditional mlp-small (labels cycled 0-9 when sampling), Adam lr 5e-4',
+    note: 'class-conditional mlp-small (labels cycled 0-9 when sampling), label smoothing 0.1, Adam lr 1e-3, then 2e-4 for the last 15% (resume)',
+  },
+  {
+    name: 'mnist-lr5e-4',
+    dataset: 'mnist',
+    args: ['--model', 'mlp-small', '--conditional', '--lr', '5e-4'],
+    evalEvery: 250,
+    evalSamples: 1000,
+    recommended: false,
+    note: 'class-conditional mlp-small, Adam lr 5e-4 (slower start than lr 1e-3 + smoothing in single-process probes)',
   },
   {
     name: 'mnist-mbstd',
@@ -210,6 +249,11 @@ interface RunRecord {
   /** Wall seconds (since training started) of the first periodic evaluation that met the target. */
   secondsToTarget: number | null;
   iterationsToTarget: number | null;
+  /** --stop-at-target: wall seconds of the second consecutive evaluation meeting the target, where the run was stopped. */
+  stoppedAtTargetSeconds?: number;
+  /** Load averages (1, 5, 15 min) when the run started and when it ended. */
+  loadAtStart?: string;
+  loadAtEnd?: string;
   error?: string;
 }
 
@@ -225,7 +269,9 @@ function freePort(): Promise<number> {
   });
 }
 
-async function runOne(v: Variant, minutes: number, workers: number, keepRuns: boolean, say: (s: string) => void): Promise<RunRecord> {
+const loadText = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+async function runOne(v: Variant, minutes: number, workers: number, keepRuns: boolean, stopAtTarget: boolean, say: (s: string) => void): Promise<RunRecord> {
   const runDir = mkdtempSync(join(tmpdir(), `gan-quality-${v.name}-`));
   const flags = ['--dataset', v.dataset, ...v.args, '--iterations', '100000000'];
   const rec: RunRecord = {
@@ -245,6 +291,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     reached: false,
     secondsToTarget: null,
     iterationsToTarget: null,
+    loadAtStart: loadText(),
   };
   const procs: Proc[] = [];
   const workerProcs: Proc[] = [];
@@ -261,16 +308,23 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     '--backend', 'wasm',
   ];
   let t0 = 0;
+  let metInARow = 0;
   const onEval = (e: Record<string, unknown>) => {
     if (e.event !== 'eval') return;
     const { event: _e, receivedAt, iteration, ms: _ms, level: _l, time: _t, pid: _p, hostname: _h, name: _n, msg: _m, ...metrics } = e;
     const point: SeriesPoint = { seconds: Number((((receivedAt as number) - t0) / 1000).toFixed(1)), iteration: iteration as number, metrics: metrics as Metrics };
     rec.series.push(point);
-    if (rec.secondsToTarget === null && TARGETS[v.dataset].met(point.metrics)) {
+    const met = TARGETS[v.dataset].met(point.metrics);
+    if (rec.secondsToTarget === null && met) {
       rec.secondsToTarget = point.seconds;
       rec.iterationsToTarget = point.iteration;
     }
-    say(`  ${v.name} ${point.seconds.toFixed(0).padStart(5)} s  it ${String(point.iteration).padStart(7)}  ${summarize(v.dataset, point.metrics)}`);
+    metInARow = met ? metInARow + 1 : 0;
+    say(`  ${v.name} ${point.seconds.toFixed(0).padStart(5)} s  it ${String(point.iteration).padStart(7)}  ${summarize(v.dataset, point.metrics)}${met ? '  (target met)' : ''}`);
+    if (stopAtTarget && metInARow >= 2 && rec.stoppedAtTargetSeconds === undefined) {
+      rec.stoppedAtTargetSeconds = point.seconds;
+      say(`  ${v.name} target met by two consecutive evaluations: stopping (--stop-at-target)`);
+    }
   };
   /** SIGTERM: the coordinator drops the unfinished phase, checkpoints, exports and exits; returns its run_finished. */
   const stop = async (coord: Proc): Promise<Record<string, unknown>> => {
@@ -285,7 +339,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     return finished;
   };
   const until = async (coord: Proc, deadline: number) => {
-    while (Date.now() < deadline && coord.child.exitCode === null) await sleep(Math.min(1000, Math.max(10, deadline - Date.now())));
+    while (Date.now() < deadline && coord.child.exitCode === null && rec.stoppedAtTargetSeconds === undefined) await sleep(Math.min(1000, Math.max(10, deadline - Date.now())));
   };
   try {
     let coord = start([BIN('coordinator'), ...flags, ...common], ROOT);
@@ -298,11 +352,13 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     t0 = training.receivedAt as number;
     coord.onEvent = onEval;
     const deadline = t0 + minutes * 60_000;
-    if (v.lrStep) {
+    if (v.lrStep && rec.stoppedAtTargetSeconds === undefined) {
       // The learning-rate step: stop, then resume the same run with the new --lr (a change a
       // resume allows); the workers keep reconnecting to the same port meanwhile.
       await until(coord, t0 + v.lrStep.at * minutes * 60_000);
       await stop(coord);
+    }
+    if (v.lrStep && rec.stoppedAtTargetSeconds === undefined) {
       say(`  ${v.name} ${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s  resuming with --lr ${v.lrStep.lr}`);
       coord = start([BIN('coordinator'), ...flags, ...common, '--resume', '--lr', String(v.lrStep.lr)], ROOT);
       procs.push(coord);
@@ -311,6 +367,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     }
     await until(coord, deadline);
     const finished = await stop(coord);
+    rec.loadAtEnd = loadText();
     rec.iterations = finished.iterations as number;
     rec.trainingSeconds = Number((((finished.receivedAt as number) - t0) / 1000).toFixed(1));
     rec.iterationsPerSecond = Number((rec.iterations / Math.max(1e-9, rec.trainingSeconds)).toFixed(2));
@@ -345,16 +402,16 @@ function markdown(meta: Record<string, unknown>, runs: RunRecord[]): string {
   const lines = [
     `# Quality bench, ${meta.date}`,
     '',
-    `${meta.cpus} CPUs (${meta.cpuModel}), load average at start ${meta.loadAtStart}, Node ${meta.node}, wasm backend; coordinator + ${meta.workers} workers on loopback; ${meta.minutes} min of training per run.`,
+    `${meta.cpus} CPUs (${meta.cpuModel}), load average at start ${meta.loadAtStart}, Node ${meta.node}, wasm backend; coordinator + ${meta.workers} workers on loopback; ${meta.minutes} min of training per run${meta.stopAtTarget ? ', or less with --stop-at-target (a run ends once two consecutive evaluations meet its target)' : ''}. Other jobs share the machine: the load average (1/5/15 min) is given per run.`,
     '',
-    '| run | settings | iterations (it/s) | final (gan-eval) | target | reached | first eval meeting it |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| run | settings | iterations (it/s) | final (gan-eval) | target | reached | first eval meeting it | load at start / end |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of runs) {
     const final = r.error ? `error: ${r.error.slice(0, 120)}` : r.final ? summarize(r.dataset, r.final) : 'n/a';
-    const when = r.secondsToTarget === null ? '—' : `${r.secondsToTarget} s (it ${r.iterationsToTarget})`;
+    const when = r.secondsToTarget === null ? '—' : `${r.secondsToTarget} s (it ${r.iterationsToTarget})${r.stoppedAtTargetSeconds !== undefined ? `; held, stopped at ${r.stoppedAtTargetSeconds} s` : ''}`;
     const lrText = r.lrStep ? `, then \`--lr ${r.lrStep.lr}\` from ${Math.round(100 * r.lrStep.at)}% of the time (resume)` : '';
-    lines.push(`| ${r.name} | \`${r.flags.filter((f, i, a) => f !== '--iterations' && a[i - 1] !== '--iterations').join(' ')}\`${lrText} | ${r.iterations} (${r.iterationsPerSecond}) | ${final} | ${r.target} | ${r.reached ? 'yes' : 'no'} | ${when} |`);
+    lines.push(`| ${r.name} | \`${r.flags.filter((f, i, a) => f !== '--iterations' && a[i - 1] !== '--iterations').join(' ')}\`${lrText} | ${r.iterations} (${r.iterationsPerSecond}) | ${final} | ${r.target} | ${r.reached ? 'yes' : 'no'} | ${when} | ${r.loadAtStart ?? '?'} / ${r.loadAtEnd ?? '?'} |`);
   }
   for (const r of runs) {
     if (r.series.length === 0) continue;
@@ -373,6 +430,7 @@ const FLAGS: FlagTable = {
   workers: { type: 'string', kind: 'int', help: 'worker processes per run', defaultText: '2' },
   out: { type: 'string', help: 'results directory', defaultText: 'bench/results' },
   'keep-runs': { type: 'boolean', help: 'keep the run directories (printed) instead of deleting them' },
+  'stop-at-target': { type: 'boolean', help: 'end a run once two consecutive periodic evaluations meet its target (then export and score it as usual)' },
   help: COMMON_FLAGS.help,
 };
 
@@ -405,8 +463,9 @@ runMain(async () => {
     workers,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
-    loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
+    loadAtStart: loadText(),
     node: process.version,
+    stopAtTarget: v['stop-at-target'] === true,
   };
   say(`quality bench: ${selected.map((s) => s.name).join(', ')}; ${minutes} min each, coordinator + ${workers} workers (${meta.cpus} CPUs, load ${meta.loadAtStart})`);
   const runs: RunRecord[] = [];
@@ -419,7 +478,7 @@ runMain(async () => {
   };
   for (const variant of selected) {
     say(`${variant.name}: ${variant.note}`);
-    const rec = await runOne(variant, minutes, workers, v['keep-runs'] === true, say);
+    const rec = await runOne(variant, minutes, workers, v['keep-runs'] === true, v['stop-at-target'] === true, say);
     runs.push(rec);
     say(
       rec.error
