@@ -22,18 +22,16 @@
  * that met it is reported as the time to target either way, and the load average is recorded
  * at the start and end of every run, since other jobs on the machine slow the runs down.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { BIN, killAll, ROOT, startCli, waitForEvent, waitForExit, type Proc } from './lib/procs.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = (name: string) => join(ROOT, 'bin', `gan-${name}.js`);
 
 type Dataset = 'ring8' | 'grid25' | 'mnist';
 
@@ -154,74 +152,17 @@ export const TARGETS: Record<Dataset, { text: string; met: (m: Metrics) => boole
   mnist: { text: 'Inception Score >= 8.5', met: (m) => (m.inceptionScore ?? 0) >= 8.5 },
 };
 
-interface Proc {
-  child: ChildProcess;
-  events: Record<string, unknown>[];
-  stderr: string[];
-  exited: Promise<number | null>;
-  onEvent?: (e: Record<string, unknown>) => void;
-}
-
-function start(cmd: string[], cwd: string): Proc {
-  const child = spawn(process.execPath, cmd, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GAN_TOKEN: '' } });
-  const proc: Proc = { child, events: [], stderr: [], exited: new Promise((r) => child.on('exit', (code) => r(code))) };
-  let buf = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buf += chunk.toString('utf8');
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.startsWith('{')) continue;
-      try {
-        const e = JSON.parse(line) as Record<string, unknown>;
-        e.receivedAt = Date.now();
-        proc.events.push(e);
-        proc.onEvent?.(e);
-      } catch {
-        // not JSON
-      }
-    }
-  });
-  child.stderr!.on('data', (chunk: Buffer) => {
-    proc.stderr.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    if (proc.stderr.length > 200) proc.stderr.splice(0, proc.stderr.length - 200);
+/** startCli, with every log line stamped with the time it arrived (the series' wall-clock axis). */
+function startStamped(cli: string, args: string[], name: string): Proc {
+  const proc = startCli(cli, args, name);
+  proc.listeners.add((e) => {
+    e.receivedAt = Date.now();
   });
   return proc;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-async function waitExit(p: Proc, ms: number): Promise<number | null | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), ms)));
-  try {
-    return await Promise.race([p.exited, timeout]);
-  } finally {
-    clearTimeout(timer); // a pending timer would keep the bench alive after its last run
-  }
-}
-
-function waitFor(p: Proc, pred: (e: Record<string, unknown>) => boolean, ms: number): Promise<Record<string, unknown>> {
-  const hit = p.events.find(pred);
-  if (hit) return Promise.resolve(hit);
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for an event; last stderr: ${p.stderr.slice(-5).join(' | ')}`)), ms);
-    const prev = p.onEvent;
-    p.onEvent = (e) => {
-      prev?.(e);
-      if (pred(e)) {
-        clearTimeout(timer);
-        p.onEvent = prev;
-        resolvePromise(e);
-      }
-    };
-    p.exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`process exited (code ${code}) before the event; stderr: ${p.stderr.slice(-5).join(' | ')}`));
-    });
-  });
-}
 
 interface SeriesPoint {
   seconds: number;
@@ -329,8 +270,10 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   /** SIGTERM: the coordinator drops the unfinished phase, checkpoints, exports and exits; returns its run_finished. */
   const stop = async (coord: Proc): Promise<Record<string, unknown>> => {
     coord.child.kill('SIGTERM');
-    const code = await waitExit(coord, 180_000);
-    if (code === 'timeout') {
+    let code: number | null;
+    try {
+      code = await waitForExit(coord, 180_000);
+    } catch {
       coord.child.kill('SIGKILL');
       throw new Error('the coordinator did not stop within 180 s of SIGTERM');
     }
@@ -342,15 +285,15 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     while (Date.now() < deadline && coord.child.exitCode === null && rec.stoppedAtTargetSeconds === undefined) await sleep(Math.min(1000, Math.max(10, deadline - Date.now())));
   };
   try {
-    let coord = start([BIN('coordinator'), ...flags, ...common], ROOT);
+    let coord = startStamped('coordinator', [...flags, ...common], 'coordinator');
     procs.push(coord);
-    await waitFor(coord, (e) => e.event === 'listening', 120_000);
+    await waitForEvent(coord, (e) => e.event === 'listening', 120_000, 'listening');
     const url = `ws://127.0.0.1:${port}`;
-    for (let i = 0; i < workers; i++) workerProcs.push(start([BIN('worker'), '--coordinator', url, '--id', `bench-w${i + 1}`, '--backend', 'wasm'], ROOT));
+    for (let i = 0; i < workers; i++) workerProcs.push(startStamped('worker', ['--coordinator', url, '--id', `bench-w${i + 1}`, '--backend', 'wasm'], `worker ${i + 1}`));
     procs.push(...workerProcs);
-    const training = await waitFor(coord, (e) => e.event === 'training', 120_000);
+    const training = await waitForEvent(coord, (e) => e.event === 'training', 120_000, 'training');
     t0 = training.receivedAt as number;
-    coord.onEvent = onEval;
+    coord.listeners.add(onEval);
     const deadline = t0 + minutes * 60_000;
     if (v.lrStep && rec.stoppedAtTargetSeconds === undefined) {
       // The learning-rate step: stop, then resume the same run with the new --lr (a change a
@@ -360,10 +303,10 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     }
     if (v.lrStep && rec.stoppedAtTargetSeconds === undefined) {
       say(`  ${v.name} ${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s  resuming with --lr ${v.lrStep.lr}`);
-      coord = start([BIN('coordinator'), ...flags, ...common, '--resume', '--lr', String(v.lrStep.lr)], ROOT);
+      coord = startStamped('coordinator', [...flags, ...common, '--resume', '--lr', String(v.lrStep.lr)], 'coordinator (resumed)');
       procs.push(coord);
-      coord.onEvent = onEval;
-      await waitFor(coord, (e) => e.event === 'training', 120_000);
+      coord.listeners.add(onEval);
+      await waitForEvent(coord, (e) => e.event === 'training', 120_000, 'training');
     }
     await until(coord, deadline);
     const finished = await stop(coord);
@@ -382,7 +325,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   } catch (err) {
     rec.error = (err as Error).message;
   } finally {
-    for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    killAll(procs);
     if (!keepRuns) rmSync(runDir, { recursive: true, force: true });
     else say(`  run directory kept: ${runDir}`);
   }
