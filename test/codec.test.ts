@@ -468,6 +468,16 @@ describe('performance', () => {
     expect(firstNonFinite(new Float32Array(0))).toBe(-1);
     a.fill(-0);
     expect(firstNonFinite(a)).toBe(-1);
+    // Every lane of the unrolled pass and the tail after it (lengths not a multiple of 4).
+    for (let n = 1; n <= 9; n++) {
+      for (let at = 0; at < n; at++) {
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const b = floats(n, 5);
+          b[at] = bad;
+          expect(firstNonFinite(b), `length ${n}, ${bad} at ${at}`).toBe(at);
+        }
+      }
+    }
   });
 });
 

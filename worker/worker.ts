@@ -67,6 +67,17 @@ interface QueuedShard {
   ws: WebSocket;
 }
 
+/**
+ * RFC 6455 masks client frames so a hostile page in a browser cannot make its bytes look like
+ * HTTP to a caching proxy on the way. A worker is not a browser page and chooses its own bytes,
+ * so the mask protects nothing here. With an all-zero key (still a masked frame on the wire) ws
+ * skips the XOR pass on both sides, and the copy into a fresh buffer it makes to mask a frame it
+ * must not modify: one multi-megabyte allocation and copy less per result.
+ */
+const zeroMask = (mask: Uint8Array): void => {
+  mask.fill(0);
+};
+
 export class Worker {
   private replica: GanReplica | null = null;
   private replicaConfigJson = '';
@@ -146,7 +157,7 @@ export class Worker {
   private connectOnce(): Promise<{ kind: 'unreachable' | 'connected-then-lost' | 'finished' | 'fatal'; code?: string; reason: string; tls?: string }> {
     return new Promise((resolve) => {
       const ca = this.opts.ca ?? undefined;
-      const ws = new WebSocket(this.opts.url, { maxPayload: WORKER_LIMITS.maxFrameBytes, handshakeTimeout: 10000, ...(ca ? { ca } : {}) });
+      const ws = new WebSocket(this.opts.url, { maxPayload: WORKER_LIMITS.maxFrameBytes, handshakeTimeout: 10000, generateMask: zeroMask, ...(ca ? { ca } : {}) });
       /** The connection error before any frame, if any (TLS verification failures are fatal). */
       let connectError: Error | null = null;
       this.ws = ws;
