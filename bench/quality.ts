@@ -124,6 +124,16 @@ export const VARIANTS: Variant[] = [
     note: 'class-conditional mlp-small (labels cycled 0-9 when sampling), label smoothing 0.1, Adam lr 1e-3, then 2e-4 for the last 15% (resume)',
   },
   {
+    name: 'mnist-ema',
+    dataset: 'mnist',
+    args: ['--model', 'mlp-small', '--conditional', '--lr', '1e-3', '--label-smoothing', '0.1', '--g-ema', '0.999'],
+    lrStep: { at: 0.85, lr: 2e-4 },
+    evalEvery: 250,
+    evalSamples: 1000,
+    recommended: false,
+    note: 'as mnist, evaluating the moving average of G (--g-ema 0.999)',
+  },
+  {
     name: 'mnist-lr5e-4',
     dataset: 'mnist',
     args: ['--model', 'mlp-small', '--conditional', '--lr', '5e-4'],

@@ -100,6 +100,7 @@ export function writeCheckpoint(
   };
   put('G', snap.weights.G);
   put('D', snap.weights.D);
+  if (snap.gEma) put('G-ema', snap.gEma);
   const optimizers = {} as CheckpointManifest['optimizers'];
   for (const net of ['G', 'D'] as const) {
     const o = snap.optimizers[net];
@@ -196,6 +197,8 @@ export function readCheckpoint(dir: string): LoadedCheckpoint {
     optimizers,
     sampler: manifest.sampler,
   };
+  // --g-ema runs carry G's moving average; without it the run could not continue exactly.
+  if (manifest.config?.train?.gEma) snapshot.gEma = blob('G-ema');
   return { dir, manifest, snapshot };
 }
 

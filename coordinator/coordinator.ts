@@ -274,7 +274,17 @@ export class Coordinator {
       finished: this.state.finished,
       stopping: this.stopping,
       versions: this.state.versions,
-      run: { dataset: train.dataset, model: model.kind, batchSize: train.batchSize, shards: train.shards, dSteps: train.dSteps, seed: train.seed, backend: this.opts.backendName },
+      run: {
+        dataset: train.dataset,
+        model: model.kind,
+        batchSize: train.batchSize,
+        shards: train.shards,
+        dSteps: train.dSteps,
+        seed: train.seed,
+        backend: this.opts.backendName,
+        wire: this.wire,
+        gEma: train.gEma ?? 0,
+      },
       mbSent: Number((bytes.sent / 1e6).toFixed(2)),
       mbReceived: Number((bytes.received / 1e6).toFixed(2)),
       workers: this.readyWorkers.map((s) => ({
@@ -750,16 +760,18 @@ export class Coordinator {
   }
 
   private writeSample(): void {
-    this.replica.setWeights('G', this.state.weights.G);
+    // The generator users get (--g-ema: the moving average); the coordinator's replica never trains.
+    this.replica.setWeights('G', this.state.generatorWeights);
     const file = writeSampleImage(this.replica, this.opts.source, join(this.opts.runDir, 'samples'), this.state.iteration);
     this.log.info({ event: 'sample_written', iteration: this.state.iteration, file }, 'sample written');
   }
 
   /** One `eval` event: G's metrics on a few samples (shared/eval/periodic.ts). */
   private evaluate(): void {
-    this.replica.setWeights('G', this.state.weights.G);
+    this.replica.setWeights('G', this.state.generatorWeights);
     const fields = runPeriodicEvaluation(this.opts.evaluation!, (z, rows, labels) => this.replica.generate(z, rows, labels), this.state.iteration, this.opts.config.train.seed);
-    this.log.info({ event: 'eval', ...fields }, 'evaluation');
+    // `generator` says which G was measured: with --g-ema, the moving average.
+    this.log.info({ event: 'eval', ...fields, generator: this.opts.config.train.gEma ? 'g-ema' : 'g' }, 'evaluation');
   }
 
   /** Writes a checkpoint of the current state (a phase boundary), unless this one exists already. */
@@ -800,7 +812,7 @@ export class Coordinator {
     if (sampleEvery === 0 || this.state.iteration % sampleEvery !== 0) this.writeSample();
     if (this.opts.evaluation && this.state.iteration % this.opts.evaluation.every !== 0) this.evaluate();
     const weightsHash = hashFloats(this.state.weights.G, this.state.weights.D);
-    this.replica.setWeights('G', this.state.weights.G);
+    this.replica.setWeights('G', this.state.generatorWeights);
     this.replica.setWeights('D', this.state.weights.D);
     const exported = await exportModels(this.replica, join(this.opts.runDir, 'export'), { config: this.opts.config, iteration: this.state.iteration, weightsHash });
     this.log.info({ event: 'exported', iteration: this.state.iteration, ...exported }, 'G and D exported as TensorFlow.js LayersModels');

@@ -55,7 +55,8 @@ export function loadGeneratorFromCheckpoint(path: string): LoadedGenerator {
   const { loaded } = findResumeCheckpoint(path);
   const config = loaded.manifest.config;
   const replica = new GanReplica(config);
-  replica.setWeights('G', loaded.snapshot.weights.G);
+  // With --g-ema the checkpoint's moving average is the generator the run exports.
+  replica.setWeights('G', loaded.snapshot.gEma ?? loaded.snapshot.weights.G);
   return {
     config,
     iteration: loaded.snapshot.iteration,

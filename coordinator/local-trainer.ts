@@ -30,9 +30,17 @@ export class LocalTrainer {
     this.fp16 = config.train.wire === 'fp16';
   }
 
-  /** Brings the replica up to the master weights (for sampling, evaluation, export). */
+  /**
+   * Brings the replica up to the generator users get (G's moving average with --g-ema, else the
+   * master G) and the master D, for sampling, evaluation and export.
+   */
   syncReplica(): void {
     this.sync(false);
+    if (this.config.train.gEma) {
+      this.replica.setWeights('G', this.state.generatorWeights);
+      // Not the master G: the next training phase must upload it again.
+      this.synced.G = { version: -1, rounded: false };
+    }
   }
 
   /** rounded: the weights a worker computes on (fp16-rounded with --wire fp16, else the master weights). */

@@ -40,6 +40,7 @@ export const GAN_FLAGS: FlagTable = {
   shards: { type: 'string', kind: 'int', help: 'micro-shards S per batch (B must be a multiple); each returns one full gradient', defaultText: '4' },
   'd-steps': { type: 'string', kind: 'int', help: 'k: D-steps per G-step', defaultText: '1' },
   iterations: { type: 'string', kind: 'int', help: 'iterations of Algorithm 1', defaultText: '1000' },
+  'g-ema': { type: 'string', kind: 'number', help: "decay of a moving average of G's weights (e.g. 0.999), kept by the coordinator; samples, evaluation and exports use it (0: off)", defaultText: '0' },
   wire: { type: 'string', help: 'fp32 | fp16: weights and gradients between coordinator and workers as float32 or float16 (half the bytes; rounds what workers compute on and what is averaged, so gan-train rounds the same way and resume keeps it)', defaultText: 'fp32' },
 };
 
@@ -122,5 +123,6 @@ function explicitGanOptions(v: FlagValues): GanOptions {
     dSteps: num(v['d-steps']),
     iterations: num(v.iterations),
     wire: str(v.wire),
+    gEma: num(v['g-ema']),
   };
 }

@@ -69,6 +69,13 @@ export interface TrainConfig {
    * it stay exactly as before.
    */
   wire?: WireFormat;
+  /**
+   * --g-ema: decay of an exponential moving average of G's weights, updated after every G-step
+   * (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"). Samples,
+   * evaluation and exports use the average; training itself never reads it. Absent = off, so
+   * configs of runs without it stay exactly as before.
+   */
+  gEma?: number;
 }
 
 export interface GanConfig {
@@ -100,6 +107,7 @@ export interface GanOptions {
   dSteps?: number;
   iterations?: number;
   wire?: WireFormat;
+  gEma?: number;
 }
 
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
@@ -169,6 +177,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       dSteps: opts.dSteps ?? 1,
       iterations: opts.iterations ?? 1000,
       ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),
+      ...(opts.gEma ? { gEma: opts.gEma } : {}),
     },
   };
   validateConfig(cfg);
@@ -212,6 +221,9 @@ export function validateConfig(cfg: GanConfig): void {
   check(train.batchSize % train.shards === 0, 'BATCH_NOT_DIVISIBLE', `--batch-size ${train.batchSize} must be a multiple of --shards ${train.shards} so every micro-shard has the same number of rows`);
   check(isPosInt(train.dSteps), 'BAD_D_STEPS', `--d-steps must be a whole number >= 1; got ${train.dSteps}`);
   check(isPosInt(train.iterations), 'BAD_ITERATIONS', `--iterations must be a whole number >= 1; got ${train.iterations}`);
+  if (train.gEma !== undefined) {
+    check(train.gEma > 0 && train.gEma < 1, 'BAD_G_EMA', `--g-ema must be a decay in (0, 1), e.g. 0.999 (0 turns it off); got ${train.gEma}`);
+  }
   if (train.wire !== undefined) {
     check((WIRE_FORMATS as readonly string[]).includes(train.wire), 'BAD_WIRE', `--wire must be one of ${WIRE_FORMATS.join(', ')}; got '${String(train.wire)}'`);
   }
@@ -254,6 +266,7 @@ export function mergeResumeConfig(saved: GanConfig, opts: GanOptions): { config:
     ['shards', 'shards', saved.train.shards],
     ['dSteps', 'd-steps', saved.train.dSteps],
     ['wire', 'wire', saved.train.wire ?? 'fp32'],
+    ['gEma', 'g-ema', saved.train.gEma ?? 0],
   ];
   for (const [key, flag, was] of fixed) {
     const now = opts[key];

@@ -42,6 +42,8 @@ export interface TrainingSnapshot {
   versions: Record<Net, number>;
   optimizers: Record<Net, OptimizerState>;
   sampler: SamplerState;
+  /** With --g-ema: the moving average of G's weights (absent otherwise). */
+  gEma?: Float32Array;
 }
 
 export function shardSeed(runSeed: number, key: PhaseKey, shardId: number): number {
@@ -139,6 +141,10 @@ export class TrainingState {
   readonly versions: Record<Net, number> = { G: 0, D: 0 };
   readonly optimizers: Record<Net, Optimizer>;
   private sampler: Sampler;
+  /** --g-ema: the moving average of G's weights, or null when off (see updateGEma). */
+  private gEma: Float32Array | null = null;
+  /** Used when applyPhase is not given one: reused phase after phase, so no multi-megabyte buffers are allocated per phase. */
+  private ownAverages: Record<Net, ShardOrderAverage> | null = null;
 
   constructor(readonly config: GanConfig, readonly source: DataSource, readonly layout: Record<Net, NetLayout>, snapshot?: TrainingSnapshot) {
     const seed = config.train.seed;
@@ -162,6 +168,40 @@ export class TrainingState {
       this.weights = { G: initialWeights(layout.G, seed, 1), D: initialWeights(layout.D, seed, 2) };
       this.sampler = new Sampler(source, seed);
     }
+    if (config.train.gEma) {
+      if (snapshot && !snapshot.gEma) {
+        throw new GanError('SNAPSHOT_NO_G_EMA', 'the run uses --g-ema but the snapshot holds no moving average of G');
+      }
+      if (snapshot?.gEma && snapshot.gEma.length !== layout.G.total) {
+        throw new GanError('SNAPSHOT_SHAPE_MISMATCH', `snapshot G average has ${snapshot.gEma.length} weights; the configured model has ${layout.G.total}`);
+      }
+      // Starts at G's initial weights; the warm-up in updateGEma forgets them quickly.
+      this.gEma = snapshot?.gEma ? snapshot.gEma.slice() : this.weights.G.slice();
+    }
+  }
+
+  /**
+   * The generator users get: samples, evaluation and exports. With --g-ema the moving average of
+   * G's weights, otherwise G's weights themselves. Training never reads it.
+   */
+  get generatorWeights(): Float32Array {
+    return this.gEma ?? this.weights.G;
+  }
+
+  /**
+   * ema = d * ema + (1 - d) * G after the G-step numbered t (1, 2, ...), with the decay warmed up
+   * as d = min(decay, (1 + t) / (10 + t)) (as tf.train.ExponentialMovingAverage with num_updates)
+   * so the average is not dominated by the random initial weights for the first ~1/(1 - decay)
+   * steps. Plain float64 arithmetic rounded to float32: the same in every process.
+   */
+  private updateGEma(): void {
+    const ema = this.gEma;
+    if (!ema) return;
+    const t = this.versions.G;
+    const d = Math.min(this.config.train.gEma!, (1 + t) / (10 + t));
+    const c = 1 - d;
+    const w = this.weights.G;
+    for (let i = 0; i < ema.length; i++) ema[i] = d * ema[i] + c * w[i];
   }
 
   get finished(): boolean {
@@ -224,8 +264,10 @@ export class TrainingState {
     }
     const net: Net = plan.phase;
     const gradients = results.map((r) => r.gradient);
-    this.optimizers[net].apply(this.weights[net], average ? average.average(gradients) : averageInShardOrder(gradients));
+    this.ownAverages ??= { G: new ShardOrderAverage(this.config.train.shards), D: new ShardOrderAverage(this.config.train.shards) };
+    this.optimizers[net].apply(this.weights[net], (average ?? this.ownAverages[net]).average(gradients));
     this.versions[net]++;
+    if (net === 'G') this.updateGEma();
     if (plan.phase === 'D') {
       this.dStep++;
     } else {
@@ -244,6 +286,7 @@ export class TrainingState {
       versions: { ...this.versions },
       optimizers: { G: this.optimizers.G.state(), D: this.optimizers.D.state() },
       sampler: this.sampler.state(),
+      ...(this.gEma ? { gEma: this.gEma.slice() } : {}),
     };
   }
 }

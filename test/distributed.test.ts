@@ -279,7 +279,7 @@ describe('distributed training over real sockets', () => {
       // The 10 s repeat interval has not elapsed: exactly one warning so far.
       expect(eventsOf(c.proc, (e) => e.code === 'NO_WORKERS')).toHaveLength(1);
       const status = (await (await fetch(`http://127.0.0.1:${c.port}/status`)).json()) as Record<string, unknown>;
-      expect(status).toMatchObject({ iteration: 0, iterations: 40, finished: false, workers: [] });
+      expect(status).toMatchObject({ iteration: 0, iterations: 40, finished: false, workers: [], run: { backend: 'wasm', wire: 'fp32', gEma: 0 } });
 
       c.proc.child.kill('SIGTERM');
       const done = await waitForEvent(c.proc, 'run_finished', 15_000);

@@ -420,6 +420,7 @@ describe('gan-eval and --eval-every', () => {
     for (const e of evals) {
       for (const k of Object.keys(e)) if (!base.includes(k)) expect(documented, `eval field ${k}`).toContain(k);
       expect(e.samples).toBe(400);
+      expect(e.generator).toBe('g');
       expect(e.modes).toBe(8);
       expect(typeof e.modesCaptured).toBe('number');
       expect(e.highQuality).toBeGreaterThanOrEqual(0);
