@@ -57,7 +57,9 @@ interface Variant {
  * smoothing: in a single-process probe of those settings (1 shard) every mode appeared between
  * iterations 7,000 and 9,000 and the high-quality share passed 85% by 12,000, while minibatch
  * std alone (grid25-mbstd) stalled at 17/25. The mnist run is class-conditional (see
- * bench/results/ for the unconditional baselines). A plain GAN collapses grid25 onto a streak
+ * bench/results/ for the unconditional baselines) and is scored on the moving average of G
+ * (--g-ema), which is what lifts it past the target: on an idle machine, at iteration 5,000,
+ * IS 8.59 with it and 7.75 without (mnist-no-ema). A plain GAN collapses grid25 onto a streak
  * through one or two modes.
  */
 export const VARIANTS: Variant[] = [
@@ -116,22 +118,22 @@ export const VARIANTS: Variant[] = [
   {
     name: 'mnist',
     dataset: 'mnist',
-    args: ['--model', 'mlp-small', '--conditional', '--lr', '1e-3', '--label-smoothing', '0.1'],
-    lrStep: { at: 0.85, lr: 2e-4 },
-    evalEvery: 250,
-    evalSamples: 1000,
-    recommended: true,
-    note: 'class-conditional mlp-small (labels cycled 0-9 when sampling), label smoothing 0.1, Adam lr 1e-3, then 2e-4 for the last 15% (resume)',
-  },
-  {
-    name: 'mnist-ema',
-    dataset: 'mnist',
     args: ['--model', 'mlp-small', '--conditional', '--lr', '1e-3', '--label-smoothing', '0.1', '--g-ema', '0.999'],
     lrStep: { at: 0.85, lr: 2e-4 },
     evalEvery: 250,
     evalSamples: 1000,
+    recommended: true,
+    note: 'class-conditional mlp-small (labels cycled 0-9 when sampling), label smoothing 0.1, Adam lr 1e-3, then 2e-4 for the last 15% (resume); evaluates the moving average of G (--g-ema 0.999)',
+  },
+  {
+    name: 'mnist-no-ema',
+    dataset: 'mnist',
+    args: ['--model', 'mlp-small', '--conditional', '--lr', '1e-3', '--label-smoothing', '0.1'],
+    lrStep: { at: 0.85, lr: 2e-4 },
+    evalEvery: 250,
+    evalSamples: 1000,
     recommended: false,
-    note: 'as mnist, evaluating the moving average of G (--g-ema 0.999)',
+    note: 'as mnist without --g-ema: evaluates G itself',
   },
   {
     name: 'mnist-lr5e-4',
