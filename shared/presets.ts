@@ -68,8 +68,10 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
    * (--g-ema 0.999). Measured with `npm run bench:quality -- --runs mnist --stop-at-target`
    * (coordinator + 2 workers, idle machine, 10.6 it/s): IS 8.51 (held-out real digits 9.51)
    * first at iteration 4,750 (446 s), 8.59 at 5,000, Frechet distance 10.5, label accuracy 91.2%
-   * (bench/results/quality-2026-11-26T14-29-51.md). The same run without --g-ema had IS 7.75 at
-   * iteration 5,000 (mnist-no-ema in the same file's sibling run).
+   * (bench/results/quality-2026-11-26T14-29-51.md, run as variant mnist-ema). Without --g-ema
+   * (now variant mnist-no-ema) the same settings had IS 7.75 at iteration 5,000 and met the
+   * target at 8,250 (757 s), just before the learning-rate step
+   * (bench/results/quality-2026-11-26T14-40-05.md, run as variant mnist).
    */
   mnist: {
     dataset: 'mnist',
