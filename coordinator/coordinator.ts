@@ -35,6 +35,8 @@ import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/p
 import { WorkerSession } from './session.ts';
 import { BanList, selectVerifiedShards } from './verify.ts';
 import { resourceUsage } from '../shared/resources.ts';
+import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
+import { sampleDim } from '../shared/config.ts';
 
 export interface NetworkConfig {
   host: string;
@@ -156,6 +158,10 @@ export class Coordinator {
   private byteWindows = new ByteWindows<number>();
   /** Per net, the shard-order average, folded in as results arrive (off the critical path; same arithmetic). */
   private averages: Record<Net, ShardOrderAverage>;
+  /** rowCodes(), computed on first use (undefined: not yet). */
+  private rowCodesCache: RowCodes | null | undefined = undefined;
+  /** Values per data row. */
+  private readonly dataDim: number;
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
@@ -178,6 +184,7 @@ export class Coordinator {
     this.handshakeLimits = { ...this.limits, maxFrameBytes: Math.min(this.limits.maxFrameBytes, HANDSHAKE_FRAME_BYTES) };
     this.progress = new ProgressTracker(config.train.batchSize);
     this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
+    this.dataDim = sampleDim(config.model);
     this.telemetry = new Telemetry(
       {
         iteration: () => this.state.iteration,
@@ -439,14 +446,17 @@ export class Coordinator {
     }
     session.state = 'ready';
     session.admitted = true;
-    // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them.
-    session.features = PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f));
+    // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them;
+    // rows-u8 only where the data set is 8-bit.
+    const rowCodes = this.rowCodes();
+    session.features = PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null));
     const { weights, versions } = this.state;
     session.send({
       type: 'welcome',
       runId: this.runId,
       config: this.opts.config as unknown as Record<string, unknown>,
       ...(session.features.length > 0 ? { features: session.features } : {}),
+      ...(rowCodes && session.features.includes('rows-u8') ? { palette: rowCodes.palette } : {}),
       // encode() sends g and d (and must later send weights) in the welcome's wire format.
       ...(this.wire !== 'fp32' ? { wire: this.wire } : {}),
       g: { version: versions.G, weights: weights.G },
@@ -589,10 +599,13 @@ export class Coordinator {
     const { versions } = this.state;
     for (const a of assignments) {
       const taskId = this.nextTaskId++;
+      const codes = a.worker.features.includes('rows-u8') ? this.rowCodes() : null;
       const shards: ShardSpec[] = a.shardIds.map((id) => {
         const s = plan.shards[id];
         const spec: ShardSpec = { shardId: s.shardId, seed: s.seed, rows: s.rows };
-        if (s.real) spec.real = s.real;
+        // A byte per value instead of a float where the worker and the data set allow it.
+        if (s.realRows && codes) spec.realCodes = codesOfRows(codes, this.dataDim, s.realRows);
+        else if (s.real) spec.real = s.real;
         if (s.realLabels) spec.realLabels = s.realLabels;
         return spec;
       });
@@ -706,6 +719,15 @@ export class Coordinator {
         ? `workers disagree on shard(s) ${waiting.shards.join(',')} and no other worker${on} is connected to decide; waiting for one to join`
         : `--verify-fraction needs results from two different workers${on}; waiting for another worker to join (nothing unverified is applied)`,
     );
+  }
+
+  /** The training set's one-byte row codes (shared/data/row-codes.ts), or null: not 8-bit, or a mixture. */
+  private rowCodes(): RowCodes | null {
+    if (this.rowCodesCache === undefined) {
+      const { source } = this.opts;
+      this.rowCodesCache = source.kind === 'finite' ? rowCodesOf(source.train) : null;
+    }
+    return this.rowCodesCache;
   }
 
   /** After an update, every worker gets the net that changed (and only that one). */

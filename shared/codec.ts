@@ -291,7 +291,7 @@ const VALIDATORS: Record<MessageType, Validator> = {
   },
 
   welcome(o, limits) {
-    keys(o, 'welcome', ['type', 'protocol', 'runId', 'config', 'wire', 'features', 'g', 'd']);
+    keys(o, 'welcome', ['type', 'protocol', 'runId', 'config', 'wire', 'features', 'palette', 'g', 'd']);
     str(o, 'runId', 'welcome', 1, 256);
     const config = obj(o, 'config', 'welcome');
     jsonObject(config, 'welcome.config');
@@ -300,6 +300,10 @@ const VALIDATORS: Record<MessageType, Validator> = {
     weightsBlob(o, 'g', 'welcome', limits, wire);
     weightsBlob(o, 'd', 'welcome', limits, wire);
     if (o.features !== undefined) stringList(o, 'features', 'welcome', 8, 16);
+    if (o.palette !== undefined) {
+      const palette = f32(o, 'palette', 'welcome', limits);
+      if (palette.length < 1 || palette.length > 256) bad(`welcome.palette has ${palette.length} values; it must have 1 to 256`);
+    }
   },
 
   weights(o, limits) {
@@ -332,7 +336,7 @@ const VALIDATORS: Record<MessageType, Validator> = {
       const s: unknown = shards[i];
       if (!isPlainObject(s)) bad(`task.shards[${i}] must be a map, got ${describe(s)}`);
       const path = `task.shards[${i}]`;
-      keys(s, path, ['shardId', 'seed', 'rows', 'real', 'realLabels']);
+      keys(s, path, ['shardId', 'seed', 'rows', 'real', 'realCodes', 'realLabels']);
       const shardId = int(s, 'shardId', path, 0, MAX_INT);
       if (seen.has(shardId)) bad(`${path}.shardId ${shardId} appears more than once in the task`);
       seen.add(shardId);
@@ -342,6 +346,13 @@ const VALIDATORS: Record<MessageType, Validator> = {
         const real = f32(s, 'real', path, limits);
         if (real.length === 0 || real.length % rows !== 0) {
           bad(`${path}.real length ${real.length} must be a positive multiple of rows (${rows})`);
+        }
+      }
+      if (s.realCodes !== undefined) {
+        if (s.real !== undefined) bad(`${path} has both real and realCodes; a shard carries its rows one way`);
+        const codes = u8(s, 'realCodes', path, limits);
+        if (codes.length === 0 || codes.length % rows !== 0) {
+          bad(`${path}.realCodes length ${codes.length} must be a positive multiple of rows (${rows})`);
         }
       }
       if (s.realLabels !== undefined) {
@@ -488,6 +499,19 @@ function f32(o: Obj, key: string, path: string, limits: DecodeLimits): Float32Ar
   }
   const at = firstNonFinite(v);
   if (at >= 0) throw new Invalid('NON_FINITE', `${path}.${key}[${at}] is ${v[at]}`);
+  return v;
+}
+
+function u8(o: Obj, key: string, path: string, limits: DecodeLimits): Uint8Array {
+  const v = o[key];
+  // Exactly Uint8Array: a Buffer would be msgpack bin (a view into the frame), not this field's type.
+  if (!(v instanceof Uint8Array) || v.constructor !== Uint8Array) {
+    missing(o, key, path);
+    bad(`${path}.${key} must be a Uint8Array, got ${describe(v)}`);
+  }
+  if (v.length > limits.maxFloats) {
+    throw new Invalid('ARRAY_TOO_LARGE', `${path}.${key} has ${v.length} entries, limit is ${limits.maxFloats}`);
+  }
   return v;
 }
 

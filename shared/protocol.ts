@@ -64,7 +64,9 @@ export interface WeightsBlob {
  * One micro-shard of a phase's global batch. Workers hold no data set: in the D phase the
  * coordinator ships the real rows (`real`, row-major, `real.length / rows` values per row, and
  * `realLabels` for conditional models); G-phase shards have none. Noise, generated labels and
- * dropout masks all derive from `seed`.
+ * dropout masks all derive from `seed`. With the `rows-u8` feature and an 8-bit data set the
+ * rows come as `realCodes` instead, one byte per value indexing the welcome's `palette`
+ * (shared/data/row-codes.ts); a shard has `real` or `realCodes`, never both.
  */
 export interface ShardSpec {
   shardId: number;
@@ -72,6 +74,7 @@ export interface ShardSpec {
   seed: number;
   rows: number;
   real?: Float32Array;
+  realCodes?: Uint8Array;
   realLabels?: Int32Array;
 }
 
@@ -129,6 +132,11 @@ export interface WelcomeMsg {
    * lists none gets the welcome it always got.
    */
   features?: string[];
+  /**
+   * With the `rows-u8` feature on and an 8-bit data set: the data set's distinct values (1-256,
+   * ascending) that tasks' `realCodes` index. Absent otherwise; tasks then carry `real`.
+   */
+  palette?: Float32Array;
   g: WeightsBlob;
   d: WeightsBlob;
 }
@@ -180,8 +188,10 @@ export interface ResultMsg {
  * hello.capabilities.wire, the coordinator turns on the ones it wants in welcome.features, and
  * only then does the worker use them. Either side may be older and simply not list a feature.
  *  - timing: results carry `timing` (the time split in the coordinator's progress lines).
+ *  - rows-u8: D-phase tasks may carry the real rows as one-byte codes (`realCodes`) into the
+ *    welcome's `palette`, a quarter of the bytes of float32 rows.
  */
-export const PROTOCOL_FEATURES = ['timing'] as const;
+export const PROTOCOL_FEATURES = ['timing', 'rows-u8'] as const;
 export type ProtocolFeature = (typeof PROTOCOL_FEATURES)[number];
 
 /**

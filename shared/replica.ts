@@ -25,6 +25,11 @@ export interface ShardInput {
   /** D phase only: rows * sampleDim real values, and their labels for conditional models. */
   real?: Float32Array;
   realLabels?: Int32Array;
+  /**
+   * Finite data sets: the training-set row behind each real row. Only the coordinator reads it
+   * (to send the rows as one-byte codes, shared/data/row-codes.ts); it never travels.
+   */
+  realRows?: Int32Array;
 }
 
 export interface ShardResult {

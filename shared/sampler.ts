@@ -17,6 +17,8 @@ export interface SamplerState {
 export interface RealBatch {
   x: Float32Array;
   labels?: Int32Array;
+  /** Finite data sets: the training-set row behind each batch row (lets the coordinator send row codes). */
+  rows?: Int32Array;
 }
 
 export class Sampler {
@@ -49,15 +51,17 @@ export class Sampler {
     const { train } = src;
     const x = new Float32Array(batchSize * train.dim);
     const labels = train.labels ? new Int32Array(batchSize) : undefined;
+    const rows = new Int32Array(batchSize);
     for (let r = 0; r < batchSize; r++) {
       if (this.pos.cursor >= train.n) {
         this.pos.epoch++;
         this.pos.cursor = 0;
       }
       const idx = this.permutationFor(this.pos.epoch, train.n)[this.pos.cursor++];
+      rows[r] = idx;
       x.set(train.x.subarray(idx * train.dim, (idx + 1) * train.dim), r * train.dim);
       if (labels && train.labels) labels[r] = train.labels[idx];
     }
-    return { x, labels };
+    return { x, labels, rows };
   }
 }

@@ -235,6 +235,7 @@ export class TrainingState {
       if (batch) {
         shard.real = batch.x.slice(s * rows * dim, (s + 1) * rows * dim);
         if (model.numClasses > 0 && batch.labels) shard.realLabels = batch.labels.slice(s * rows, (s + 1) * rows);
+        if (batch.rows) shard.realRows = batch.rows.slice(s * rows, (s + 1) * rows);
       }
       shards.push(shard);
     }

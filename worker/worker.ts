@@ -13,8 +13,9 @@ import { validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { classifyTlsError } from '../shared/tls.ts';
-import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type Outgoing, type ResultMsg, type ShardSpec, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
-import { GanReplica, type Net } from '../shared/replica.ts';
+import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
+import { GanReplica, type Net, type ShardInput } from '../shared/replica.ts';
+import { rowsFromCodes } from '../shared/data/row-codes.ts';
 import { resourceUsage } from '../shared/resources.ts';
 
 export interface WorkerOptions {
@@ -63,7 +64,7 @@ const noTiming = (): WorkerTiming => ({ decodeMs: 0, loadMs: 0, recvMs: 0, encod
 
 interface QueuedShard {
   task: TaskMsg;
-  shard: ShardSpec;
+  shard: ShardInput;
   ws: WebSocket;
 }
 
@@ -94,6 +95,8 @@ export class Worker {
   private lastProgress = { at: performance.now(), shards: 0 };
   /** Optional protocol features the coordinator turned on for this connection (welcome.features). */
   private features = new Set<string>();
+  /** rows-u8: the values tasks' realCodes index (welcome.palette), or null. */
+  private palette: Float32Array | null = null;
   /** Time outside compute since the last result was sent (sent with the next result when `timing` is on). */
   private timing: WorkerTiming = noTiming();
   private log: Logger;
@@ -223,6 +226,7 @@ export class Worker {
             try {
               this.onWelcome(msg.config as unknown as GanConfig, msg.g, msg.d, msg.runId, msg.wire ?? 'fp32');
               this.features = new Set(msg.features ?? []);
+              this.palette = this.features.has('rows-u8') ? msg.palette ?? null : null;
               welcomed = true;
             } catch (err) {
               const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
@@ -243,11 +247,20 @@ export class Worker {
             // Shards computed against older weights are from a finished phase: skip them.
             this.queue = this.queue.filter((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
             return;
-          case 'task':
+          case 'task': {
             if (!welcomed) return;
-            for (const shard of msg.shards) this.queue.push({ task: msg, shard, ws });
+            const t0 = performance.now();
+            const shards = this.shardInputs(msg);
+            this.timing.decodeMs += performance.now() - t0;
+            if (typeof shards === 'string') {
+              this.log.error({ event: 'bad_frame', code: 'BAD_FIELD', reason: shards }, 'bad frame from the coordinator; disconnecting');
+              ws.close(WS_CLOSE.protocolError, 'BAD_FIELD');
+              return;
+            }
+            for (const shard of shards) this.queue.push({ task: msg, shard, ws });
             void this.pump();
             return;
+          }
           case 'bye':
             bye = { code: msg.code, reason: msg.reason };
             this.log.info({ event: 'coordinator_bye', code: msg.code, reason: msg.reason }, `coordinator says: ${msg.reason}`);
@@ -297,6 +310,22 @@ export class Worker {
     // Results on this connection go out in the run's wire format (weights already arrive in it).
     this.wire = wire;
     this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects }, 'joined the run');
+  }
+
+  /** A task's shards with their rows as floats (rows-u8 codes looked up in the palette), or why not. */
+  private shardInputs(task: TaskMsg): ShardInput[] | string {
+    const out: ShardInput[] = [];
+    for (const s of task.shards) {
+      if (!s.realCodes) {
+        out.push(s);
+        continue;
+      }
+      if (!this.palette) return `task ${task.taskId} shard ${s.shardId} carries realCodes, but the welcome turned on no rows-u8 palette`;
+      const real = rowsFromCodes(this.palette, s.realCodes);
+      if (typeof real === 'string') return `task ${task.taskId} shard ${s.shardId}: ${real}`;
+      out.push({ shardId: s.shardId, seed: s.seed, rows: s.rows, real, ...(s.realLabels ? { realLabels: s.realLabels } : {}) });
+    }
+    return out;
   }
 
   private meanShardMs(): number {
