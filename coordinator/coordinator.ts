@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifyHmac, newNonce } from '../shared/auth.ts';
 import { decode, encode, closeCodeFor, floatPayloadBytes, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
-import type { GanConfig } from '../shared/config.ts';
+import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { hashFloats } from '../shared/hash.ts';
@@ -36,7 +36,6 @@ import { WorkerSession } from './session.ts';
 import { BanList, selectVerifiedShards } from './verify.ts';
 import { resourceUsage } from '../shared/resources.ts';
 import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
-import { sampleDim } from '../shared/config.ts';
 
 export interface NetworkConfig {
   host: string;
