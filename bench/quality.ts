@@ -30,7 +30,7 @@ import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { BIN, killAll, ROOT, startCli, waitForEvent, waitForExit, type Proc } from './lib/procs.ts';
+import { BINS, kill, ROOT, spawnCli, waitForEvent, waitForExit, type CliName, type Proc } from '../test/helpers/processes.ts';
 
 
 type Dataset = 'ring8' | 'grid25' | 'mnist';
@@ -164,10 +164,10 @@ export const TARGETS: Record<Dataset, { text: string; met: (m: Metrics) => boole
   mnist: { text: 'Inception Score >= 8.5', met: (m) => (m.inceptionScore ?? 0) >= 8.5 },
 };
 
-/** startCli, with every log line stamped with the time it arrived (the series' wall-clock axis). */
-function startStamped(cli: string, args: string[], name: string): Proc {
-  const proc = startCli(cli, args, name);
-  proc.listeners.add((e) => {
+/** spawnCli, with every log line stamped with the time it arrived (the series' wall-clock axis). */
+function startStamped(cli: CliName, args: string[], name: string): Proc {
+  const proc = spawnCli(cli, args, { name });
+  proc.eventListeners.add((e) => {
     e.receivedAt = Date.now();
   });
   return proc;
@@ -284,7 +284,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     coord.child.kill('SIGTERM');
     let code: number | null;
     try {
-      code = await waitForExit(coord, 180_000);
+      code = (await waitForExit(coord, 180_000)).code;
     } catch {
       coord.child.kill('SIGKILL');
       throw new Error('the coordinator did not stop within 180 s of SIGTERM');
@@ -299,13 +299,13 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   try {
     let coord = startStamped('coordinator', [...flags, ...common], 'coordinator');
     procs.push(coord);
-    await waitForEvent(coord, (e) => e.event === 'listening', 120_000, 'listening');
+    await waitForEvent(coord, 'listening', 120_000);
     const url = `ws://127.0.0.1:${port}`;
     for (let i = 0; i < workers; i++) workerProcs.push(startStamped('worker', ['--coordinator', url, '--id', `bench-w${i + 1}`, '--backend', 'wasm'], `worker ${i + 1}`));
     procs.push(...workerProcs);
-    const training = await waitForEvent(coord, (e) => e.event === 'training', 120_000, 'training');
+    const training = await waitForEvent(coord, 'training', 120_000);
     t0 = training.receivedAt as number;
-    coord.listeners.add(onEval);
+    coord.eventListeners.add(onEval);
     const deadline = t0 + minutes * 60_000;
     if (v.lrStep && rec.stoppedAtTargetSeconds === undefined) {
       // The learning-rate step: stop, then resume the same run with the new --lr (a change a
@@ -317,8 +317,8 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
       say(`  ${v.name} ${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s  resuming with --lr ${v.lrStep.lr}`);
       coord = startStamped('coordinator', [...flags, ...common, '--resume', '--lr', String(v.lrStep.lr)], 'coordinator (resumed)');
       procs.push(coord);
-      coord.listeners.add(onEval);
-      await waitForEvent(coord, (e) => e.event === 'training', 120_000, 'training');
+      coord.eventListeners.add(onEval);
+      await waitForEvent(coord, 'training', 120_000);
     }
     await until(coord, deadline);
     const finished = await stop(coord);
@@ -328,7 +328,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
     rec.iterationsPerSecond = Number((rec.iterations / Math.max(1e-9, rec.trainingSeconds)).toFixed(2));
     // A stopped (not finished) run leaves workers reconnecting; they hold no state.
     for (const w of workerProcs) w.child.kill('SIGKILL');
-    const ev = spawnSync(process.execPath, [BIN('eval'), '--export', join(runDir, 'export'), '--json', '--backend', 'wasm'], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
+    const ev = spawnSync(process.execPath, [BINS.eval, '--export', join(runDir, 'export'), '--json', '--backend', 'wasm'], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
     if (ev.status !== 0) throw new Error(`gan-eval failed (${ev.status}): ${ev.stderr.slice(-500)}`);
     const out = JSON.parse(ev.stdout) as { metrics: Metrics; report: unknown };
     rec.final = out.metrics;
@@ -337,7 +337,7 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   } catch (err) {
     rec.error = (err as Error).message;
   } finally {
-    killAll(procs);
+    await Promise.all(procs.map((p) => kill(p)));
     if (!keepRuns) rmSync(runDir, { recursive: true, force: true });
     else say(`  run directory kept: ${runDir}`);
   }

@@ -45,7 +45,7 @@ import {
   type ProgressLine,
   type SplitMs,
 } from './lib/accounting.ts';
-import { killAll, ROOT, startCli, waitForEvent, type Proc } from './lib/procs.ts';
+import { kill, ROOT, spawnCli, waitForEvent, type Proc } from '../test/helpers/processes.ts';
 import { wireQuality, type WireQualityResult } from './wire-quality.ts';
 
 type ModeName = 'single' | '1' | '2';
@@ -198,8 +198,8 @@ async function runMode(mode: ModeName, common: string[], backend: string, warmup
   };
   const watch = (p: Proc) => {
     procs.push(p);
-    p.listeners.add(onLine);
-    void p.exited.then((code) => {
+    p.eventListeners.add(onLine);
+    void p.exited.then(({ code }) => {
       if (eligible < needed) settle(new Error(`${p.name} exited (code ${code}) after ${eligible} of ${needed} iterations; last stderr: ${p.stderr.slice(-5).join(' | ') || '(none)'}`));
     });
   };
@@ -207,14 +207,14 @@ async function runMode(mode: ModeName, common: string[], backend: string, warmup
   try {
     const args = [...common, '--iterations', '1000000', '--log-every', '1', '--sample-every', '0', '--run-dir', runDir, '--backend', backend];
     if (mode === 'single') {
-      watch(startCli('train', args, 'gan-train', nodeArgs));
+      watch(spawnCli('train', args, { name: 'gan-train', nodeArgs }));
     } else {
-      const coord = startCli('coordinator', [...args, '--host', '127.0.0.1', '--port', '0', '--checkpoint-every', '0', '--status-interval', '1000000'], 'gan-coordinator', nodeArgs);
+      const coord = spawnCli('coordinator', [...args, '--host', '127.0.0.1', '--port', '0', '--checkpoint-every', '0', '--status-interval', '1000000'], { name: 'gan-coordinator', nodeArgs });
       watch(coord);
-      const listening = await Promise.race([waitForEvent(coord, (e) => e.event === 'listening', 120_000, 'listening'), enough.then(() => null)]);
+      const listening = await Promise.race([waitForEvent(coord, 'listening', 120_000), enough.then(() => null)]);
       if (!listening) throw new Error('the coordinator stopped before listening');
       for (let i = 1; i <= workers; i++) {
-        watch(startCli('worker', ['--coordinator', `ws://127.0.0.1:${listening.port as number}`, '--id', `bench-w${i}`, '--backend', backend], `gan-worker ${i}`, nodeArgs));
+        watch(spawnCli('worker', ['--coordinator', `ws://127.0.0.1:${listening.port as number}`, '--id', `bench-w${i}`, '--backend', backend], { name: `gan-worker ${i}`, nodeArgs }));
       }
     }
     await enough;
@@ -222,8 +222,7 @@ async function runMode(mode: ModeName, common: string[], backend: string, warmup
   } finally {
     clearTimeout(timer);
     eligible = Infinity; // the kills below are ours, not failures
-    killAll(procs);
-    await Promise.all(procs.map((p) => p.exited));
+    await Promise.all(procs.map((p) => kill(p)));
     if (keepRuns) say(`  run directory kept: ${runDir}`);
     else rmSync(runDir, { recursive: true, force: true });
   }

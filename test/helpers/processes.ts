@@ -1,5 +1,5 @@
 /**
- * Test harness for the CLIs as real processes: spawn one (node + bin/<cli>.js + args), collect its
+ * Harness for the CLIs as real processes, shared by the tests, the benches and the soak: spawn one (node + bin/<cli>.js + args), collect its
  * stdout as lines and pino JSON events, wait for an event or an exit with a timeout whose error
  * shows the last lines of output, and SIGKILL everything that was spawned when a test ends.
  *
@@ -19,6 +19,7 @@ export const BINS = {
   coordinator: join(ROOT, 'bin', 'gan-coordinator.js'),
   worker: join(ROOT, 'bin', 'gan-worker.js'),
   train: join(ROOT, 'bin', 'gan-train.js'),
+  eval: join(ROOT, 'bin', 'gan-eval.js'),
 } as const;
 export type CliName = keyof typeof BINS;
 
@@ -51,6 +52,8 @@ export interface Proc {
   readonly exited: Promise<ExitInfo>;
   /** Internal: called after every new line and on exit. */
   readonly listeners: Set<() => void>;
+  /** Called with every JSON event as it is parsed (the benches stamp and stream them). */
+  readonly eventListeners: Set<(e: LogEvent) => void>;
 }
 
 export interface SpawnOptions {
@@ -63,6 +66,8 @@ export interface SpawnOptions {
    * bin/gan-<cli>.js ...args`. The prefix must exec (not fork) so the pid is node's.
    */
   prefix?: string[];
+  /** node/V8 flags before the script, e.g. ['--cpu-prof']. */
+  nodeArgs?: string[];
 }
 
 const spawned = new Set<Proc>();
@@ -74,7 +79,7 @@ export function spawnCli(cli: CliName, args: string[], opts: SpawnOptions = {}):
   // Nothing from the outer environment may steer a test run (tokens, hooks, log level).
   for (const k of Object.keys(env)) if (k.startsWith('GAN_')) delete env[k];
   Object.assign(env, opts.env ?? {});
-  const argv = [...(opts.prefix ?? []), process.execPath, BINS[cli], ...args];
+  const argv = [...(opts.prefix ?? []), process.execPath, ...(opts.nodeArgs ?? []), BINS[cli], ...args];
   const child = spawn(argv[0], argv.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let resolveExit!: (e: ExitInfo) => void;
   const proc: Proc = {
@@ -87,6 +92,7 @@ export function spawnCli(cli: CliName, args: string[], opts: SpawnOptions = {}):
     exit: null,
     exited: new Promise<ExitInfo>((r) => (resolveExit = r)),
     listeners: new Set(),
+    eventListeners: new Set(),
   };
   const notify = () => {
     for (const l of [...proc.listeners]) l();
@@ -114,7 +120,10 @@ export function spawnCli(cli: CliName, args: string[], opts: SpawnOptions = {}):
     if (line.startsWith('{')) {
       try {
         const v = JSON.parse(line) as unknown;
-        if (v && typeof v === 'object' && !Array.isArray(v)) proc.events.push(v as LogEvent);
+        if (v && typeof v === 'object' && !Array.isArray(v)) {
+          proc.events.push(v as LogEvent);
+          for (const l of [...proc.eventListeners]) l(v as LogEvent);
+        }
       } catch {
         // not JSON: kept in lines only
       }
