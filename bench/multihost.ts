@@ -168,6 +168,7 @@ function coordinatorHasWireFlag(): boolean {
 /** Parameter counts from the models themselves (tfjs on the cpu backend, in this process). */
 async function modelSizes(opts: { dataset: string; model: string; batchSize: number; shards: number }): Promise<Sizes> {
   const { loadDataSource } = await import('../shared/data/index.ts');
+  const { rowCodesOf } = await import('../shared/data/row-codes.ts');
   const { resolveConfig, sampleDim } = await import('../shared/config.ts');
   const { initBackend } = await import('../shared/backend.ts');
   const { buildModels, netLayout } = await import('../shared/models.ts');
@@ -178,7 +179,8 @@ async function modelSizes(opts: { dataset: string; model: string; batchSize: num
   const sizes: Sizes = {
     gParams: netLayout(g).total,
     dParams: netLayout(d).total,
-    realRowBytes: cfg.train.batchSize * (sampleDim(cfg.model) * 4 + (cfg.model.numClasses > 0 ? 4 : 0)),
+    // This build's workers take 8-bit data rows as one-byte codes (rows-u8), other data as float32.
+    realRowBytes: cfg.train.batchSize * (sampleDim(cfg.model) * (source.kind === 'finite' && rowCodesOf(source.train) ? 1 : 4) + (cfg.model.numClasses > 0 ? 4 : 0)),
     dSteps: cfg.train.dSteps,
     shards: cfg.train.shards,
     batchSize: cfg.train.batchSize,
