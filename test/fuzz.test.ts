@@ -32,7 +32,7 @@ const SEED = Number(process.env.GAN_FUZZ_SEED ?? 20240909);
 /** Cases on the hostile lanes (the honest lane adds its duplicates and stale results on top). */
 const CASES = Number(process.env.GAN_FUZZ_CASES ?? 3000);
 const LANES = 4;
-const TASK_LANES = 4;
+const TASK_LANES = 8;
 const TOKEN = 'fuzz-token-0123456789';
 const TEST_TIMEOUT = 120_000;
 
@@ -501,7 +501,8 @@ describe('coordinator fuzzing while real workers train', () => {
       const honest = honestLane(() => lanesDone, behind, counts);
       const taskOutcomes: Outcome[] = [];
       // Several waiting connections at once: each gets a shard only now and then (a new worker's
-      // share starts small), together about one per phase.
+      // share starts small). With 8 lanes a run gets 60-65 task cases on 2 cores; 4 lanes gave
+      // 12-26, too close to the bound below once training got faster.
       const tasks = Promise.all(Array.from({ length: TASK_LANES }, (_, i) => taskLane(i, () => lanesDone, taskOutcomes, failures)));
       await Promise.all(Array.from({ length: LANES }, lane));
       lanesDone = true;
