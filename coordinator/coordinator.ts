@@ -157,10 +157,6 @@ export class Coordinator {
   private byteWindows = new ByteWindows<number>();
   /** Per net, the shard-order average, folded in as results arrive (off the critical path; same arithmetic). */
   private averages: Record<Net, ShardOrderAverage>;
-  /** rowCodes(), computed on first use (undefined: not yet). */
-  private rowCodesCache: RowCodes | null | undefined = undefined;
-  /** Values per data row. */
-  private readonly dataDim: number;
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
@@ -183,7 +179,6 @@ export class Coordinator {
     this.handshakeLimits = { ...this.limits, maxFrameBytes: Math.min(this.limits.maxFrameBytes, HANDSHAKE_FRAME_BYTES) };
     this.progress = new ProgressTracker(config.train.batchSize);
     this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
-    this.dataDim = sampleDim(config.model);
     this.telemetry = new Telemetry(
       {
         iteration: () => this.state.iteration,
@@ -603,7 +598,7 @@ export class Coordinator {
         const s = plan.shards[id];
         const spec: ShardSpec = { shardId: s.shardId, seed: s.seed, rows: s.rows };
         // A byte per value instead of a float where the worker and the data set allow it.
-        if (s.realRows && codes) spec.realCodes = codesOfRows(codes, this.dataDim, s.realRows);
+        if (s.realRows && codes) spec.realCodes = codesOfRows(codes, sampleDim(this.opts.config.model), s.realRows);
         else if (s.real) spec.real = s.real;
         if (s.realLabels) spec.realLabels = s.realLabels;
         return spec;
@@ -720,13 +715,10 @@ export class Coordinator {
     );
   }
 
-  /** The training set's one-byte row codes (shared/data/row-codes.ts), or null: not 8-bit, or a mixture. */
+  /** The training set's one-byte row codes (computed once, shared/data/row-codes.ts), or null: not 8-bit, or a mixture. */
   private rowCodes(): RowCodes | null {
-    if (this.rowCodesCache === undefined) {
-      const { source } = this.opts;
-      this.rowCodesCache = source.kind === 'finite' ? rowCodesOf(source.train) : null;
-    }
-    return this.rowCodesCache;
+    const { source } = this.opts;
+    return source.kind === 'finite' ? rowCodesOf(source.train) : null;
   }
 
   /** After an update, every worker gets the net that changed (and only that one). */

@@ -350,13 +350,13 @@ const VALIDATORS: Record<MessageType, Validator> = {
       }
       if (s.realCodes !== undefined) {
         if (s.real !== undefined) bad(`${path} has both real and realCodes; a shard carries its rows one way`);
-        const codes = u8(s, 'realCodes', path, limits);
+        const codes = intArray(s, 'realCodes', path, limits, Uint8Array);
         if (codes.length === 0 || codes.length % rows !== 0) {
           bad(`${path}.realCodes length ${codes.length} must be a positive multiple of rows (${rows})`);
         }
       }
       if (s.realLabels !== undefined) {
-        const labels = i32(s, 'realLabels', path, limits);
+        const labels = intArray(s, 'realLabels', path, limits, Int32Array);
         if (labels.length !== rows) bad(`${path}.realLabels length ${labels.length} must equal rows (${rows})`);
       }
     }
@@ -502,24 +502,15 @@ function f32(o: Obj, key: string, path: string, limits: DecodeLimits): Float32Ar
   return v;
 }
 
-function u8(o: Obj, key: string, path: string, limits: DecodeLimits): Uint8Array {
+/**
+ * An integer array of exactly this class (a Buffer is msgpack bin, a view into the frame, not a
+ * Uint8Array field), at most limits.maxFloats entries.
+ */
+function intArray<T extends Int32Array | Uint8Array>(o: Obj, key: string, path: string, limits: DecodeLimits, type: { new (n: number): T; name: string }): T {
   const v = o[key];
-  // Exactly Uint8Array: a Buffer would be msgpack bin (a view into the frame), not this field's type.
-  if (!(v instanceof Uint8Array) || v.constructor !== Uint8Array) {
+  if (!(v instanceof type) || v.constructor !== type) {
     missing(o, key, path);
-    bad(`${path}.${key} must be a Uint8Array, got ${describe(v)}`);
-  }
-  if (v.length > limits.maxFloats) {
-    throw new Invalid('ARRAY_TOO_LARGE', `${path}.${key} has ${v.length} entries, limit is ${limits.maxFloats}`);
-  }
-  return v;
-}
-
-function i32(o: Obj, key: string, path: string, limits: DecodeLimits): Int32Array {
-  const v = o[key];
-  if (!(v instanceof Int32Array)) {
-    missing(o, key, path);
-    bad(`${path}.${key} must be an Int32Array, got ${describe(v)}`);
+    bad(`${path}.${key} must be ${type.name === 'Int32Array' ? 'an' : 'a'} ${type.name}, got ${describe(v)}`);
   }
   if (v.length > limits.maxFloats) {
     throw new Invalid('ARRAY_TOO_LARGE', `${path}.${key} has ${v.length} entries, limit is ${limits.maxFloats}`);

@@ -144,10 +144,11 @@ export class TrainingState {
   /** --g-ema: the moving average of G's weights, or null when off (see updateGEma). */
   private gEma: Float32Array | null = null;
   /** Used when applyPhase is not given one: reused phase after phase, so no multi-megabyte buffers are allocated per phase. */
-  private ownAverages: Record<Net, ShardOrderAverage> | null = null;
+  private readonly ownAverages: Record<Net, ShardOrderAverage>;
 
   constructor(readonly config: GanConfig, readonly source: DataSource, readonly layout: Record<Net, NetLayout>, snapshot?: TrainingSnapshot) {
     const seed = config.train.seed;
+    this.ownAverages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
     this.optimizers = {
       G: createOptimizer(layout.G.total, config.optimizer),
       D: createOptimizer(layout.D.total, config.optimizer),
@@ -265,7 +266,6 @@ export class TrainingState {
     }
     const net: Net = plan.phase;
     const gradients = results.map((r) => r.gradient);
-    this.ownAverages ??= { G: new ShardOrderAverage(this.config.train.shards), D: new ShardOrderAverage(this.config.train.shards) };
     this.optimizers[net].apply(this.weights[net], (average ?? this.ownAverages[net]).average(gradients));
     this.versions[net]++;
     if (net === 'G') this.updateGEma();
