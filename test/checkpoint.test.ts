@@ -22,15 +22,18 @@ import {
   eventsOf,
   kill,
   makeTempDir,
-  reservePort,
+  newSite,
   sleep,
   spawnCli,
+  startSiteCoordinator,
+  startSiteWorker,
   tail,
   waitForEvent,
   waitForExit,
   waitUntil,
   type LogEvent,
   type Proc,
+  type Site,
 } from './helpers/processes.ts';
 
 /** Generous: two shared cores, several node processes each loading tsx + tfjs-wasm. */
@@ -68,24 +71,13 @@ async function straightHash(n: number): Promise<string> {
   return hash;
 }
 
-interface Site {
-  runDir: string;
-  port: number;
-  url: string;
-}
-
-async function newSite(): Promise<Site> {
-  const port = await reservePort();
-  return { runDir: makeTempDir('gan-ck-run-'), port, url: `ws://127.0.0.1:${port}` };
-}
-
+/** Checkpoint runs share COMMON and frequent progress lines; their workers --stay unless told otherwise. */
 function startCoordinator(site: Site, args: string[], env: Record<string, string> = {}, name = 'coordinator'): Proc {
-  return spawnCli('coordinator', [...COMMON, '--host', '127.0.0.1', '--port', String(site.port), '--run-dir', site.runDir, '--status-interval', '0.2', ...args], { env, name });
+  return startSiteCoordinator(site, [...COMMON, ...args], { env, name, statusInterval: '0.2' });
 }
 
 function startWorker(site: Site, id: string, opts: { stay?: boolean; env?: Record<string, string> } = {}): Proc {
-  const args = ['--coordinator', site.url, '--id', id, '--backend', 'wasm', ...(opts.stay === false ? [] : ['--stay'])];
-  return spawnCli('worker', args, { name: `worker ${id}`, env: opts.env });
+  return startSiteWorker(site, id, { stay: opts.stay ?? true, env: opts.env });
 }
 
 async function listening(c: Proc, site: Site): Promise<void> {
@@ -234,7 +226,7 @@ describe('checkpoint + resume (real processes)', () => {
 
   it('N/2 iterations, a coordinator restart with --resume --iterations N, equals N straight; --stay workers ride through', async () => {
     const t0 = performance.now();
-    const site = await newSite();
+    const site = await newSite('gan-ck-run-');
     // A small per-shard delay keeps each half long enough that both workers take part.
     const workerEnv = { GAN_TEST_SHARD_DELAY_MS: '5' };
     const c1 = startCoordinator(site, ['--iterations', String(N / 2), '--checkpoint-every', '10'], {}, 'coordinator 1');
@@ -286,7 +278,7 @@ describe('checkpoint + resume (real processes)', () => {
 
   it('SIGTERM mid-phase (a D-phase, then a G-phase): exit 0, phase abandoned and checkpointed; resuming to N equals N straight', async () => {
     const t0 = performance.now();
-    const site = await newSite();
+    const site = await newSite('gan-ck-run-');
     const c1 = startCoordinator(site, ['--iterations', '100000', '--checkpoint-every', '0'], {}, 'coordinator 1');
     await listening(c1, site);
     const workers = [startWorker(site, 'w1'), startWorker(site, 'w2')];
@@ -325,7 +317,7 @@ describe('checkpoint + resume (real processes)', () => {
 
   it('SIGKILL while a checkpoint is being written: resume uses the previous one, nothing is corrupted, the run completes', async () => {
     const t0 = performance.now();
-    const site = await newSite();
+    const site = await newSite('gan-ck-run-');
     const root = checkpointsDir(site.runDir);
     // 6 blobs (G, D, Adam m and v for each) x 1 s stall each: a write takes ~6 s.
     const c1 = startCoordinator(site, ['--iterations', String(N), '--checkpoint-every', '5'], { GAN_TEST_CHECKPOINT_STALL_MS: '1000' }, 'coordinator 1');
@@ -367,7 +359,7 @@ describe('checkpoint + resume (real processes)', () => {
 
   it('a flipped byte in the newest checkpoint: CHECKPOINT_CORRUPT warning, resume from the previous one, same final hash', async () => {
     const t0 = performance.now();
-    const site = await newSite();
+    const site = await newSite('gan-ck-run-');
     const c1 = startCoordinator(site, ['--iterations', '20', '--checkpoint-every', '5'], {}, 'coordinator 1');
     await listening(c1, site);
     const w = startWorker(site, 'w1');
@@ -399,7 +391,7 @@ describe('checkpoint + resume (real processes)', () => {
 
   it('config rules on resume: conflicting flags exit 2 with CONFIG_CONFLICT, --lr is a logged change, a used run dir needs --resume', async () => {
     const t0 = performance.now();
-    const site = await newSite();
+    const site = await newSite('gan-ck-run-');
     const c1 = startCoordinator(site, ['--iterations', '5', '--checkpoint-every', '0'], {}, 'coordinator 1');
     await listening(c1, site);
     startWorker(site, 'w1', { stay: false });

@@ -4,8 +4,7 @@
  * run equals an uninterrupted one, training itself never reads it, and bad values or a changed
  * decay on resume are refused with a clear error.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCheckpoint, writeCheckpoint } from '../coordinator/checkpoint.ts';
@@ -15,9 +14,9 @@ import { initBackend } from '../shared/backend.ts';
 import { mergeResumeConfig, resolveConfig, type GanOptions } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { hashFloats } from '../shared/hash.ts';
+import { cleanup, makeTempDir } from './helpers/processes.ts';
 
 let ring8: DataSource;
-const dirs: string[] = [];
 const OPTS: GanOptions = { batchSize: 32, shards: 4, iterations: 40, lr: 1e-3, gEma: 0.9 };
 
 beforeAll(async () => {
@@ -25,14 +24,11 @@ beforeAll(async () => {
   ring8 = loadDataSource('ring8');
 });
 
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+afterAll(cleanup);
 
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'g-ema-'));
-  dirs.push(d);
-  return d;
+/** Writes the trainer's state as a checkpoint under runDir; returns its directory. */
+function checkpoint(t: LocalTrainer, runDir: string): string {
+  return writeCheckpoint({ runDir, keep: 2 }, t.state.snapshot(), { config: t.config, runId: 'g-ema-test', metricsTail: [] });
 }
 
 function iterate(t: LocalTrainer, iterations: number): void {
@@ -83,8 +79,8 @@ describe('--g-ema', () => {
 
     const first = new LocalTrainer(config, ring8);
     iterate(first, 12);
-    const runDir = tempDir();
-    const dir = writeCheckpoint({ runDir, keep: 2 }, first.state.snapshot(), { config, runId: 'g-ema-test', metricsTail: [] });
+    const runDir = makeTempDir('g-ema-');
+    const dir = checkpoint(first, runDir);
     first.dispose();
     const loaded = readCheckpoint(dir);
     expect(loaded.snapshot.gEma).toBeInstanceOf(Float32Array);
@@ -94,7 +90,7 @@ describe('--g-ema', () => {
     expect(hashFloats(resumed.state.generatorWeights)).toBe(hashFloats(straight.state.generatorWeights));
 
     // gan-sample / gan-eval on a checkpoint generate with the average.
-    const dir2 = writeCheckpoint({ runDir, keep: 2 }, straight.state.snapshot(), { config, runId: 'g-ema-test', metricsTail: [] });
+    const dir2 = checkpoint(straight, runDir);
     const gen = loadGeneratorFromCheckpoint(dir2);
     straight.syncReplica();
     const z = Float32Array.from({ length: 8 * config.model.noiseDim }, (_, i) => Math.sin(i));
@@ -108,7 +104,7 @@ describe('--g-ema', () => {
     const config = resolveConfig(OPTS, ring8);
     const t = new LocalTrainer(config, ring8);
     iterate(t, 2);
-    const dir = writeCheckpoint({ runDir: tempDir(), keep: 1 }, t.state.snapshot(), { config, runId: 'g-ema-test', metricsTail: [] });
+    const dir = checkpoint(t, makeTempDir('g-ema-'));
     t.dispose();
     const manifestPath = join(dir, 'manifest.json');
     const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));

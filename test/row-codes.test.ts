@@ -11,7 +11,6 @@ import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { codesOfRows, rowCodesOf, rowsFromCodes } from '../shared/data/row-codes.ts';
 import type { Dataset } from '../shared/data/types.ts';
 import { hashFloats } from '../shared/hash.ts';
-import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { Sampler } from '../shared/sampler.ts';
 import { RawPeer, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
 import { cleanup, spawnCli, waitForExit } from './helpers/processes.ts';
@@ -92,9 +91,9 @@ describe('rows-u8 between a coordinator and workers', () => {
   it('a worker listing rows-u8 gets the palette and coded rows; one that does not gets floats; the run equals gan-train', async () => {
     c = await startInProcessCoordinator({ flags: FLAGS });
     const coded = await RawPeer.connect(c.url);
-    coded.sendMsg({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'coded', backend: 'raw', host: 't', capabilities: { wire: ['fp32', 'rows-u8'], maxShards: 64 } });
+    coded.hello('coded', { capabilities: { wire: ['fp32', 'rows-u8'], maxShards: 64 } });
     const plain = await RawPeer.connect(c.url);
-    plain.sendMsg({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'plain', backend: 'raw', host: 't', capabilities: { wire: ['fp32'], maxShards: 64 } });
+    plain.hello('plain');
     const welcomeCoded = await coded.next((m) => m.type === 'welcome');
     const welcomePlain = await plain.next((m) => m.type === 'welcome');
     expect(welcomeCoded?.features).toContain('rows-u8');

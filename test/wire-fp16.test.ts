@@ -27,8 +27,10 @@ import {
   cleanup,
   eventsOf,
   makeTempDir,
-  reservePort,
+  newSite,
   spawnCli,
+  startSiteCoordinator,
+  startSiteWorker,
   waitForEvent,
   waitForExit,
   waitUntil,
@@ -43,25 +45,6 @@ const N = 40;
 const TRAIN = ['--dataset', 'ring8', '--iterations', String(N), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--sample-every', '0'];
 const FP16 = ['--wire', 'fp16'];
 const CLEAN_EXIT = { code: 0, signal: null };
-
-interface Site {
-  runDir: string;
-  port: number;
-  url: string;
-}
-
-async function newSite(): Promise<Site> {
-  const port = await reservePort();
-  return { runDir: makeTempDir('gan-fp16-'), port, url: `ws://127.0.0.1:${port}` };
-}
-
-function startCoordinator(site: Site, args: string[], name = 'coordinator'): Proc {
-  return spawnCli('coordinator', ['--host', '127.0.0.1', '--port', String(site.port), '--run-dir', site.runDir, '--status-interval', '0.5', ...args], { name });
-}
-
-function startWorker(site: Site, id: string, stay = false): Proc {
-  return spawnCli('worker', ['--coordinator', site.url, '--id', id, '--backend', 'wasm', ...(stay ? ['--stay'] : [])], { name: `worker ${id}` });
-}
 
 /** run_finished after N iterations and a clean exit of the coordinator (and of workers that do not --stay). */
 async function finished(c: Proc, workers: Proc[], iterations = N): Promise<LogEvent> {
@@ -154,10 +137,10 @@ describe('--wire fp16 (real processes)', () => {
   it(
     "gan-train's hash with 1 and with 2 workers, about half the bytes of fp32, and a worker without fp16 is refused",
     async () => {
-      const [one, two, ref32] = await Promise.all([newSite(), newSite(), newSite()]);
-      const c1 = startCoordinator(one, [...TRAIN, ...FP16], 'coordinator fp16 x1');
-      const c2 = startCoordinator(two, [...TRAIN, ...FP16], 'coordinator fp16 x2');
-      const c32 = startCoordinator(ref32, TRAIN, 'coordinator fp32 x1');
+      const [one, two, ref32] = await Promise.all([newSite('gan-fp16-'), newSite('gan-fp16-'), newSite('gan-fp16-')]);
+      const c1 = startSiteCoordinator(one, [...TRAIN, ...FP16], { name: 'coordinator fp16 x1' });
+      const c2 = startSiteCoordinator(two, [...TRAIN, ...FP16], { name: 'coordinator fp16 x2' });
+      const c32 = startSiteCoordinator(ref32, TRAIN, { name: 'coordinator fp32 x1' });
       await Promise.all([c1, c2, c32].map((c) => waitForEvent(c, 'listening', START_MS)));
 
       // Before anyone else joins c2: an older worker that only speaks fp32 (in process, so its
@@ -176,9 +159,9 @@ describe('--wire fp16 (real processes)', () => {
       expect(String(warning.worker)).toContain('old-fp32');
       expect(WS_CLOSE.unsupported).toBe(4006);
 
-      const w1 = startWorker(one, 'solo');
-      const w2 = ['a', 'b'].map((id) => startWorker(two, `duo-${id}`));
-      const w32 = startWorker(ref32, 'solo-fp32');
+      const w1 = startSiteWorker(one, 'solo');
+      const w2 = ['a', 'b'].map((id) => startSiteWorker(two, `duo-${id}`));
+      const w32 = startSiteWorker(ref32, 'solo-fp32');
       const [d1, d2, d32, reference] = await Promise.all([finished(c1, [w1]), finished(c2, w2), finished(c32, [w32]), fp16Hash]);
       expect(d1.weightsHash).toBe(reference);
       expect(d2.weightsHash).toBe(reference);
@@ -212,10 +195,10 @@ describe('--wire fp16 (real processes)', () => {
   it(
     'resumes an fp16 run from its checkpoint to the uninterrupted hash; --wire fp32 on resume is a CONFIG_CONFLICT',
     async () => {
-      const site = await newSite();
-      const c1 = startCoordinator(site, [...TRAIN, ...FP16, '--iterations', String(N / 2), '--checkpoint-every', '0'], 'coordinator 1');
+      const site = await newSite('gan-fp16-');
+      const c1 = startSiteCoordinator(site, [...TRAIN, ...FP16, '--iterations', String(N / 2), '--checkpoint-every', '0'], { name: 'coordinator 1' });
       await waitForEvent(c1, 'listening', START_MS);
-      const w = startWorker(site, 'stayer', true);
+      const w = startSiteWorker(site, 'stayer', { stay: true });
       await finished(c1, [], N / 2);
 
       // The wire format is in the checkpoint; another one on resume is refused, in process and by the CLI.
@@ -227,10 +210,10 @@ describe('--wire fp16 (real processes)', () => {
       const { wire: _wire, ...fp32Train } = saved.train;
       expect(() => mergeResumeConfig({ ...saved, train: fp32Train }, { wire: 'fp16' })).toThrow(/--wire fp16 conflicts .* fp32/);
       // The refused resume fails before binding, so it runs beside the real one.
-      const conflict = startCoordinator(site, ['--resume', '--wire', 'fp32', '--backend', 'wasm'], 'coordinator --wire fp32');
+      const conflict = startSiteCoordinator(site, ['--resume', '--wire', 'fp32', '--backend', 'wasm'], { name: 'coordinator --wire fp32' });
 
       // No --wire: the resumed run keeps fp16 from the checkpoint, and the --stay worker rides through.
-      const c2 = startCoordinator(site, ['--resume', '--iterations', String(N), '--backend', 'wasm', '--sample-every', '0'], 'coordinator 2');
+      const c2 = startSiteCoordinator(site, ['--resume', '--iterations', String(N), '--backend', 'wasm', '--sample-every', '0'], { name: 'coordinator 2' });
       expect(await waitForExit(conflict, START_MS)).toEqual({ code: 2, signal: null });
       expect(conflict.stderr.join('\n')).toContain('error [CONFIG_CONFLICT]: --wire fp32 conflicts');
       expect(eventsOf(conflict, 'listening')).toEqual([]);

@@ -297,6 +297,29 @@ export async function cleanup(): Promise<void> {
   removeTempDirs();
 }
 
+/** A run directory and a reserved loopback port: where a coordinator is started, stopped and resumed in place. */
+export interface Site {
+  runDir: string;
+  port: number;
+  url: string;
+}
+
+export async function newSite(prefix = 'gan-site-'): Promise<Site> {
+  const port = await reservePort();
+  return { runDir: makeTempDir(prefix), port, url: `ws://127.0.0.1:${port}` };
+}
+
+/** gan-coordinator on the site's port and run directory, with a progress line at least every statusInterval seconds. */
+export function startSiteCoordinator(site: Site, args: string[], opts: { name?: string; env?: Record<string, string>; statusInterval?: string } = {}): Proc {
+  const fixed = ['--host', '127.0.0.1', '--port', String(site.port), '--run-dir', site.runDir, '--status-interval', opts.statusInterval ?? '0.5'];
+  return spawnCli('coordinator', [...fixed, ...args], { name: opts.name ?? 'coordinator', env: opts.env });
+}
+
+/** A wasm gan-worker for the site's coordinator; with `stay` it waits for the next run instead of exiting. */
+export function startSiteWorker(site: Site, id: string, opts: { stay?: boolean; env?: Record<string, string> } = {}): Proc {
+  return spawnCli('worker', ['--coordinator', site.url, '--id', id, '--backend', 'wasm', ...(opts.stay ? ['--stay'] : [])], { name: `worker ${id}`, env: opts.env });
+}
+
 /** Parses <runDir>/log.jsonl (the coordinator's copy of its stdout log). */
 export function readLog(runDir: string): LogEvent[] {
   const file = join(runDir, 'log.jsonl');
