@@ -22,7 +22,7 @@ import { hashFloats } from '../shared/hash.ts';
 import { tapLog, type Logger } from '../shared/log.ts';
 import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
-import { ShardOrderAverage, TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
+import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
 import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
@@ -155,8 +155,6 @@ export class Coordinator {
   private lastResultRecvMs = 0;
   /** Per-worker bytes per progress window. */
   private byteWindows = new ByteWindows<number>();
-  /** Per net, the shard-order average, folded in as results arrive (off the critical path; same arithmetic). */
-  private averages: Record<Net, ShardOrderAverage>;
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
@@ -178,7 +176,6 @@ export class Coordinator {
     this.limits = { maxFrameBytes: floatPayloadBytes(maxFloats, this.wire) + 64 * 1024, maxFloats, maxShards: config.train.shards, wire: this.wire };
     this.handshakeLimits = { ...this.limits, maxFrameBytes: Math.min(this.limits.maxFrameBytes, HANDSHAKE_FRAME_BYTES) };
     this.progress = new ProgressTracker(config.train.batchSize);
-    this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
     this.telemetry = new Telemetry(
       {
         iteration: () => this.state.iteration,
@@ -551,7 +548,7 @@ export class Coordinator {
     // Fold the results in shard order while later shards are still being computed.
     if (verdict === 'accepted' && this.phase === run) {
       const t0 = performance.now();
-      this.averages[run.plan.phase].advance(run.results.map((r) => r?.gradient));
+      this.state.averages[run.plan.phase].advance(run.results.map((r) => r?.gradient));
       this.timeSplit.addApply(performance.now() - t0);
     }
     // Whatever the verdict, the worker may be idle now (or the phase done).
@@ -631,7 +628,7 @@ export class Coordinator {
     this.phaseCompute.clear();
     this.phaseWorkerTiming.clear();
     this.lastResultRecvMs = 0;
-    this.averages[plan.phase].restart();
+    this.state.averages[plan.phase].restart();
     const tDispatch = performance.now();
     const tick = this.opts.schedule.tickMs;
     while (!run.done) {
@@ -663,7 +660,7 @@ export class Coordinator {
       this.wakePhase = null;
     }
     const tResults = performance.now();
-    const summary = this.state.applyPhase(plan, run.ordered(), this.averages[plan.phase]);
+    const summary = this.state.applyPhase(plan, run.ordered());
     this.phase = null;
     const before = this.timeSplit.pendingOwnMs();
     this.broadcastWeights(plan.phase);

@@ -143,12 +143,15 @@ export class TrainingState {
   private sampler: Sampler;
   /** --g-ema: the moving average of G's weights, or null when off (see updateGEma). */
   private gEma: Float32Array | null = null;
-  /** Used when applyPhase is not given one: reused phase after phase, so no multi-megabyte buffers are allocated per phase. */
-  private readonly ownAverages: Record<Net, ShardOrderAverage>;
+  /**
+   * Per net, the shard-order average applyPhase uses, reused phase after phase (no multi-megabyte
+   * allocation per phase). The coordinator folds results into it as they arrive (advance()).
+   */
+  readonly averages: Record<Net, ShardOrderAverage>;
 
   constructor(readonly config: GanConfig, readonly source: DataSource, readonly layout: Record<Net, NetLayout>, snapshot?: TrainingSnapshot) {
     const seed = config.train.seed;
-    this.ownAverages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
+    this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
     this.optimizers = {
       G: createOptimizer(layout.G.total, config.optimizer),
       D: createOptimizer(layout.D.total, config.optimizer),
@@ -252,11 +255,11 @@ export class TrainingState {
   }
 
   /**
-   * Applies a phase's results (one per shard, in shard order) and advances the position. `average`
-   * may carry a ShardOrderAverage that has already folded in some of the results (the coordinator
-   * folds them in as they arrive); the arithmetic is the same either way.
+   * Applies a phase's results (one per shard, in shard order) and advances the position. Results
+   * already folded into `averages` (by the coordinator, as they arrived) are not added again; the
+   * arithmetic is the same either way.
    */
-  applyPhase(plan: PhasePlan, results: ShardResult[], average?: ShardOrderAverage): PhaseSummary {
+  applyPhase(plan: PhasePlan, results: ShardResult[]): PhaseSummary {
     const expected = this.nextKey();
     if (plan.iteration !== expected.iteration || plan.phase !== expected.phase || plan.dStep !== expected.dStep) {
       throw new GanError('PHASE_OUT_OF_ORDER', `applying ${plan.phase}-phase of iteration ${plan.iteration} step ${plan.dStep}, but ${expected.phase}-phase of iteration ${expected.iteration} step ${expected.dStep} is next`);
@@ -266,7 +269,7 @@ export class TrainingState {
     }
     const net: Net = plan.phase;
     const gradients = results.map((r) => r.gradient);
-    this.optimizers[net].apply(this.weights[net], (average ?? this.ownAverages[net]).average(gradients));
+    this.optimizers[net].apply(this.weights[net], this.averages[net].average(gradients));
     this.versions[net]++;
     if (net === 'G') this.updateGEma();
     if (plan.phase === 'D') {
