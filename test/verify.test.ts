@@ -269,8 +269,13 @@ describe('--verify-fraction end to end', () => {
     'bans a worker returning finite but wrong gradients (4003, worker_banned), keeps it out, and ends on the reference hash',
     async () => {
       const c = await startCoordinator(['--verify-fraction', '1']);
-      const honest = ['a', 'b'].map((id) => startWorker(c.url, `honest-${id}`));
+      // The corrupt worker joins first: alone it already computes opinions on the first phase's
+      // shards (nothing is applied until a second worker joins), so it is certain to be in the
+      // run. Joining last, it could miss the whole 40-iteration run (about 3 s) while its first
+      // shard still warms up.
       const corrupt = startWorker(c.url, 'corrupt', { GAN_TEST_CORRUPT_GRADIENT: '0.001' });
+      await waitForEvent(corrupt, 'welcomed', START_MS);
+      const honest = ['a', 'b'].map((id) => startWorker(c.url, `honest-${id}`));
 
       const banned = await waitForEvent(c.proc, 'worker_banned', RUN_MS);
       expect(banned.worker).toBe('corrupt');
