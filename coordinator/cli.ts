@@ -16,6 +16,7 @@ import { createLogger, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
 import { createPeriodicEvaluation, DEFAULT_PERIODIC_SAMPLES } from '../shared/eval/periodic.ts';
+import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';
 
 export const COORDINATOR_FLAGS: FlagTable = {
@@ -161,7 +162,8 @@ if (isMain) {
       process.stdout.write(helpText(USAGE, flags));
       return 0;
     }
-    const { coordinator, done } = await startCoordinator(v);
+    const { coordinator, log, done } = await startCoordinator(v);
+    installSocketErrorGuard(log);
     let signals = 0;
     const onSignal = (sig: string) => {
       signals++;

@@ -19,7 +19,7 @@ import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { hashFloats } from '../shared/hash.ts';
-import { tapLog, type Logger } from '../shared/log.ts';
+import { clip, tapLog, type Logger } from '../shared/log.ts';
 import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
@@ -33,6 +33,7 @@ import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } fr
 import { writeSampleImage } from './samples.ts';
 import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/periodic.ts';
 import { WorkerSession } from './session.ts';
+import { maxQueuedBytesFor, setMessageLimit } from './connection-limits.ts';
 import { BanList, selectVerifiedShards } from './verify.ts';
 import { resourceUsage } from '../shared/resources.ts';
 import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
@@ -109,8 +110,15 @@ export interface RunResult {
   stopped: boolean;
 }
 
-/** Largest frame accepted before the handshake completes (a hello or auth is well under 1 KB). */
+/**
+ * Largest frame accepted before the handshake completes (a hello or auth is well under 1 KB).
+ * It is ws's own limit until admission, so a larger declared length is refused (close 1009) from
+ * the frame header, before anything is buffered.
+ */
 export const HANDSHAKE_FRAME_BYTES = 16 * 1024;
+
+/** A refused connection is cut this long after its close frame, whether or not the peer answered. */
+const REFUSED_LINGER_MS = 1000;
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -158,6 +166,8 @@ export class Coordinator {
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
+  /** Bytes that may queue for one worker in user space before it is dropped as SLOW_CONSUMER. */
+  readonly maxQueuedBytes: number;
 
   constructor(readonly opts: CoordinatorOptions) {
     const { network, config } = opts;
@@ -175,6 +185,7 @@ export class Coordinator {
     // The largest frame a worker legitimately sends is one result: a gradient plus a few fields.
     this.limits = { maxFrameBytes: floatPayloadBytes(maxFloats, this.wire) + 64 * 1024, maxFloats, maxShards: config.train.shards, wire: this.wire };
     this.handshakeLimits = { ...this.limits, maxFrameBytes: Math.min(this.limits.maxFrameBytes, HANDSHAKE_FRAME_BYTES) };
+    this.maxQueuedBytes = maxQueuedBytesFor(config, this.replica.layout.G.total + this.replica.layout.D.total);
     this.progress = new ProgressTracker(config.train.batchSize);
     this.telemetry = new Telemetry(
       {
@@ -225,8 +236,11 @@ export class Coordinator {
         this.onTlsClientError(err, (socket._parent && peers.get(socket._parent)) ?? socket.remoteAddress ?? 'unknown'),
       );
     }
-    this.wss = new WebSocketServer({ server: this.http, maxPayload: this.limits.maxFrameBytes });
+    // Every connection starts with the handshake limit; admit() raises it for that connection.
+    this.wss = new WebSocketServer({ server: this.http, maxPayload: this.handshakeLimits.maxFrameBytes });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
+    // ws re-emits the HTTP server's errors here; listen() handles them below.
+    this.wss.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(network.port, network.host, () => resolve());
@@ -291,6 +305,7 @@ export class Coordinator {
         address: s.address,
         backend: s.backend,
         shardsDone: s.shardsDone,
+        shardsOverdue: s.shardsOverdue,
         msPerShard: Number(s.msPerShard.toFixed(2)),
         connectedAt: new Date(s.connectedAt).toISOString(),
         lastSeen: new Date(s.lastSeen).toISOString(),
@@ -302,19 +317,27 @@ export class Coordinator {
 
   private onConnection(ws: WebSocket, req: IncomingMessage): void {
     const address = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    // Before anything else can happen to it: an EventEmitter 'error' without a listener throws,
+    // and a malformed frame from any peer (even one we are refusing) emits one.
+    let session: WorkerSession | null = null;
+    ws.on('error', (err) => this.onSocketError(session, address, err));
+    if (this.stopping) return this.refuse(ws, WS_CLOSE.shuttingDown, 'SHUTTING_DOWN');
     const pending = [...this.sessions.values()].filter((s) => s.state === 'hello' || s.state === 'auth').length;
-    if (this.stopping) {
-      ws.close(WS_CLOSE.shuttingDown, 'SHUTTING_DOWN');
-      return;
-    }
     if (pending >= this.opts.network.maxPendingHandshakes) {
       this.log.warn({ event: 'warning', code: 'HANDSHAKE_FLOOD', address, pending }, 'too many connections still in their handshake; refusing this one');
-      ws.close(1013, 'TOO_MANY_PENDING');
-      return;
+      return this.refuse(ws, 1013, 'TOO_MANY_PENDING');
     }
-    const session = new WorkerSession(this.nextSessionId++, ws, address);
+    session = new WorkerSession(this.nextSessionId++, ws, address);
     session.socket = req.socket;
+    session.maxQueuedBytes = this.maxQueuedBytes;
+    this.track(session, req);
+  }
+
+  /** Wires a new connection's events to its session (the 'error' listener is attached already). */
+  private track(session: WorkerSession, req: IncomingMessage): void {
+    const { ws, address } = session;
     session.clock = this.timeSplit;
+    session.onOverflow = (queued) => this.dropSlowConsumer(session, queued);
     this.sessions.set(session.sessionId, session);
     // Receive time of a message: its first bytes read (before ws parses them; hence prepend) to
     // the message reassembled. Bytes that wait while we are busy are not counted.
@@ -328,10 +351,7 @@ export class Coordinator {
         session.close(WS_CLOSE.protocolError, 'HANDSHAKE_TIMEOUT', `handshake not completed within ${this.opts.network.handshakeTimeoutMs} ms`);
       }
     }, this.opts.network.handshakeTimeoutMs);
-    ws.on('pong', () => {
-      session.alive = true;
-      session.lastSeen = Date.now();
-    });
+    ws.on('pong', (payload) => session.pong(payload));
     ws.on('message', (data: RawData, isBinary: boolean) => {
       // ws hands over a Buffer already (binaryType 'nodebuffer'); Buffer.from(buffer) would copy it.
       const frame = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -361,12 +381,38 @@ export class Coordinator {
       clearTimeout(handshakeTimer);
       this.onClosed(session, code, reason.toString());
     });
-    ws.on('error', (err) => {
-      // ws rejects a frame over maxPayload (close 1009) or a malformed WebSocket frame itself.
-      const wsCode = (err as NodeJS.ErrnoException).code;
-      const code = wsCode === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'FRAME_TOO_LARGE' : wsCode?.startsWith('WS_ERR_') ? 'WS_PROTOCOL_ERROR' : 'SOCKET_ERROR';
-      this.log.warn({ event: 'warning', code, wsCode, worker: session.label, address: session.address, err: err.message }, code === 'SOCKET_ERROR' ? 'socket error' : `closing connection: ${err.message}`);
-    });
+  }
+
+  /**
+   * A refused connection: a close code and reason, no session, and no waiting for the peer's
+   * half of the close handshake (a flood of silent peers would otherwise hold sockets for 30 s).
+   */
+  private refuse(ws: WebSocket, closeCode: number, code: string): void {
+    ws.close(closeCode, code);
+    setTimeout(() => ws.terminate(), REFUSED_LINGER_MS).unref();
+  }
+
+  /**
+   * ws reports a frame over the limit (close 1009), a malformed WebSocket frame (bad opcode, RSV
+   * bits, masking, UTF-8) or a socket failure. Refused connections (no session) log at debug
+   * only: whoever floods us must not also flood the log.
+   */
+  private onSocketError(session: WorkerSession | null, address: string, err: Error): void {
+    const wsCode = (err as NodeJS.ErrnoException).code;
+    const code = wsCode === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'FRAME_TOO_LARGE' : wsCode?.startsWith('WS_ERR_') ? 'WS_PROTOCOL_ERROR' : 'SOCKET_ERROR';
+    const fields = { event: 'warning', code, wsCode, worker: session?.label, address, err: clip(err.message) };
+    if (!session) return void this.log.debug(fields, 'error on a refused connection');
+    this.log.warn(fields, code === 'SOCKET_ERROR' ? 'socket error' : `closing connection: ${clip(err.message)}`);
+  }
+
+  /** The worker stopped reading: frames for it would queue without bound. */
+  private dropSlowConsumer(session: WorkerSession, queuedBytes: number): void {
+    const reason = `${queuedBytes} bytes queued for this worker (limit ${this.maxQueuedBytes}): it stopped reading`;
+    this.log.warn({ event: 'warning', code: 'SLOW_CONSUMER', worker: session.label, address: session.address, queuedBytes, limit: this.maxQueuedBytes }, `dropping worker ${session.label}: ${reason}`);
+    // A close handshake cannot get through a peer that does not read: cut the connection.
+    session.state = 'closed';
+    session.ws.terminate();
+    this.depart(session, WS_CLOSE.slowConsumer, 'SLOW_CONSUMER');
   }
 
   /** Closes a misbehaving connection with a stable code and logs it; training carries on. */
@@ -395,7 +441,7 @@ export class Coordinator {
         if (session.state !== 'ready') return this.reject(session, WS_CLOSE.protocolError, 'NOT_AUTHENTICATED', 'result before the handshake completed');
         return this.onResult(session, msg, recvMs);
       case 'bye':
-        this.log.info({ event: 'worker_bye', worker: session.label, code: msg.code, reason: msg.reason }, 'worker says goodbye');
+        this.log.info({ event: 'worker_bye', worker: session.label, code: clip(msg.code), reason: clip(msg.reason) }, 'worker says goodbye');
         session.state = 'closed';
         session.ws.close(1000, 'BYE');
         return;
@@ -437,6 +483,7 @@ export class Coordinator {
     }
     session.state = 'ready';
     session.admitted = true;
+    setMessageLimit(session.ws, this.limits.maxFrameBytes);
     // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them;
     // rows-u8 only where the data set is 8-bit.
     const rowCodes = this.rowCodes();
@@ -491,16 +538,17 @@ export class Coordinator {
     this.wakePhase?.();
   }
 
+  /**
+   * Every heartbeatMs: a worker that answered neither the previous ping nor with a result since
+   * is dropped; the others get a fresh ping. Pongs count only when they echo our ping's payload.
+   */
   private checkHeartbeats(): void {
     for (const s of this.sessions.values()) {
       if (s.state !== 'ready') continue;
-      if (!s.alive) {
+      if (!s.pingOrExpire()) {
         this.log.warn({ event: 'warning', code: 'HEARTBEAT_TIMEOUT', worker: s.label }, 'worker stopped answering pings; dropping it');
         s.ws.terminate();
-        continue;
       }
-      s.alive = false;
-      s.ws.ping();
     }
   }
 
@@ -516,6 +564,7 @@ export class Coordinator {
     if (msg.gradient.length !== expected) {
       return this.reject(session, WS_CLOSE.protocolError, 'GRADIENT_SIZE', `gradient for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
     }
+    session.proveAlive();
     const run = this.phase;
     const current = run && run.plan.iteration === msg.iteration && run.plan.phase === msg.phase && run.plan.dStep === msg.dStep;
     if (!current) {
@@ -612,6 +661,10 @@ export class Coordinator {
   private dispatch(): void {
     const run = this.phase;
     if (!run || run.done) return;
+    for (const late of run.overdue()) {
+      late.worker.noteOverdue(late.ageMs);
+      if (late.first) late.worker.shardsOverdue++;
+    }
     const ready = this.readyWorkers;
     const idle = ready.filter((w) => run.owes(w) === 0);
     this.sendTasks(run.assignUnassigned(idle.length > 0 ? idle : ready));

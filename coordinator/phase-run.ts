@@ -92,6 +92,8 @@ export class PhaseRun<W extends Assignee> {
   private convicted: W[] = [];
   /** Identities discard()ed: never handed anything again in this phase. */
   private excluded = new Set<string>();
+  /** Per holder and shard (`${sessionId}:${shardId}`): when it was handed the shard and what it was expected to need. */
+  private held = new Map<string, { worker: W; shardId: number; at: number; expectMs: number; reported: boolean }>();
 
   constructor(readonly plan: PhasePlan, private policy: StragglerPolicy, verified: Iterable<number> = []) {
     // Dense (not `new Array(n)` holes): ordered() maps over it and must see every missing shard.
@@ -122,7 +124,9 @@ export class PhaseRun<W extends Assignee> {
       if (!h) this.holders.set(id, (h = new Set()));
       h.add(worker);
       // Expected completion: everything queued on this worker up to and including this shard.
-      if (!this.issued.has(id)) this.issued.set(id, { at: now, expectMs: owed!.size * worker.msPerShard });
+      const expectMs = owed!.size * worker.msPerShard;
+      if (!this.issued.has(id)) this.issued.set(id, { at: now, expectMs });
+      this.held.set(`${worker.sessionId}:${id}`, { worker, shardId: id, at: now, expectMs, reported: false });
     });
   }
 
@@ -370,8 +374,7 @@ export class PhaseRun<W extends Assignee> {
       for (const [id, info] of this.issued) {
         if (this.results[id] || taken.has(id) || this.holders.get(id)?.has(w)) continue;
         if (this.verified.has(id) && !this.canVerify(w, id)) continue;
-        const deadline = Math.max(this.policy.minMs, this.policy.factor * info.expectMs);
-        if (now - info.at >= deadline && info.at < oldest) {
+        if (now - info.at >= this.deadline(info) && info.at < oldest) {
           oldest = info.at;
           pick = id;
         }
@@ -380,6 +383,28 @@ export class PhaseRun<W extends Assignee> {
       taken.add(pick);
       this.give(w, [pick], now);
       out.push({ worker: w, shardIds: [pick], duplicate: true });
+    }
+    return out;
+  }
+
+  /** How long a shard may be out before it counts as overdue (and is duplicated to an idle worker). */
+  private deadline(info: { expectMs: number }): number {
+    return Math.max(this.policy.minMs, this.policy.factor * info.expectMs);
+  }
+
+  /**
+   * Holders that still owe a shard past their deadline for it, with how long they have held it;
+   * `first` is true the first time a holder is reported for that shard. The coordinator counts these against
+   * the worker, so one that stops computing (or reading) loses its share at once.
+   */
+  overdue(now = performance.now()): { worker: W; shardId: number; ageMs: number; first: boolean }[] {
+    const out: { worker: W; shardId: number; ageMs: number; first: boolean }[] = [];
+    for (const h of this.held.values()) {
+      if (this.results[h.shardId] || !this.owed.get(h.worker.sessionId)?.has(h.shardId)) continue;
+      const ageMs = now - h.at;
+      if (ageMs < this.deadline(h)) continue;
+      out.push({ worker: h.worker, shardId: h.shardId, ageMs, first: !h.reported });
+      h.reported = true;
     }
     return out;
   }

@@ -2,6 +2,7 @@
  * One worker connection as the coordinator sees it: handshake state, what weights it holds,
  * how fast it is, what it was asked to compute, and byte counters.
  */
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
@@ -54,7 +55,17 @@ export class WorkerSession implements Assignee {
   capabilities: string[] = [];
   /** The TCP socket under the WebSocket, for byte counts at the wire; null in unit tests. */
   socket: Socket | null = null;
-  alive = true;
+  /**
+   * The payload of the coordinator's unanswered ping, or null when the last one was answered.
+   * Only a pong echoing it proves the worker reads what we send: unsolicited pongs do not count.
+   */
+  private pingPayload: Buffer | null = null;
+  /** Frames queued in user space (ws bufferedAmount) past which the worker is a slow consumer; Infinity: no bound. */
+  maxQueuedBytes = Infinity;
+  /** Called once when a send leaves more than maxQueuedBytes queued (the worker stopped reading). */
+  onOverflow: ((queuedBytes: number) => void) | null = null;
+  /** Shards of this worker that passed their deadline (straggler policy) while it held them. */
+  shardsOverdue = 0;
   readonly connectedAt = Date.now();
   lastSeen = Date.now();
   private tasks = new Map<number, TaskRecord>();
@@ -95,6 +106,42 @@ export class WorkerSession implements Assignee {
     const t0 = performance.now();
     this.ws.send(frame);
     this.clock?.addSend(performance.now() - t0);
+    // A peer that stops reading makes every frame for it queue here: cut it off at a bound.
+    if (this.ws.bufferedAmount > this.maxQueuedBytes && this.onOverflow) {
+      const overflow = this.onOverflow;
+      this.onOverflow = null;
+      overflow(this.ws.bufferedAmount);
+    }
+  }
+
+  /** Liveness check: false if the previous ping is still unanswered; otherwise sends a fresh one. */
+  pingOrExpire(): boolean {
+    if (this.pingPayload) return false;
+    this.pingPayload = randomBytes(8);
+    this.ws.ping(this.pingPayload);
+    return true;
+  }
+
+  /** A pong: counts only if it echoes the outstanding ping. */
+  pong(payload: Buffer): void {
+    if (this.pingPayload && payload.equals(this.pingPayload)) {
+      this.pingPayload = null;
+      this.lastSeen = Date.now();
+    }
+  }
+
+  /** A result for a shard it was handed: as good as a pong. */
+  proveAlive(): void {
+    this.pingPayload = null;
+    this.lastSeen = Date.now();
+  }
+
+  /**
+   * A shard it holds is overdue by `ageMs`: its estimate becomes at least that, so the next
+   * phases give it a share it can finish (none, next to fast workers) until results prove otherwise.
+   */
+  noteOverdue(ageMs: number): void {
+    this.msPerShard = Math.max(this.msPerShard, ageMs);
   }
 
   /** Says why, then closes with an application close code (the worker prints the reason). */

@@ -70,6 +70,8 @@ export const WS_CLOSE = {
   replaced: 4005,
   /** The worker lacks a capability the run needs (e.g. --wire fp16); retrying cannot help until it is upgraded. */
   unsupported: 4006,
+  /** The worker stopped reading: more than the coordinator's bound queued for it (SLOW_CONSUMER). It may reconnect. */
+  slowConsumer: 4007,
 } as const;
 export type WsCloseCode = (typeof WS_CLOSE)[keyof typeof WS_CLOSE];
 
@@ -101,6 +103,9 @@ export type DecodeResult =
       /** Set with PROTOCOL_MISMATCH: the version the peer announced, for "peer speaks X, we speak Y". */
       peerProtocol?: number;
     };
+
+/** Longest rejection reason: it goes into a log line and a bye frame. */
+const MAX_REASON_CHARS = 300;
 
 /** Hard cap on shards per task, independent of limits, so one frame cannot fan out without bound. */
 export const MAX_TASK_SHARDS = 4096;
@@ -655,8 +660,11 @@ function describe(v: unknown): string {
       return v.length > 40 ? `a string of ${v.length} chars` : JSON.stringify(v);
     case 'boolean':
       return String(v);
-    case 'bigint':
-      return `${v}n`;
+    case 'bigint': {
+      // A 16 KB msgpack bigint is ~38,000 digits: say how big it is instead.
+      const digits = `${v}`;
+      return digits.length > 24 ? `a ${digits.length}-digit bigint` : `${digits}n`;
+    }
     case 'object':
       if (Array.isArray(v)) return `an array of ${v.length}`;
       if (ArrayBuffer.isView(v)) {
@@ -678,7 +686,8 @@ function errorText(err: unknown): string {
 }
 
 function fail(code: DecodeErrorCode, reason: string): DecodeResult {
-  return { ok: false, code, reason };
+  // Reasons quote field paths built from the peer's own keys: bound them like any quoted value.
+  return { ok: false, code, reason: reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS)}...` : reason };
 }
 
 function tooLarge(size: number, limits: DecodeLimits): DecodeResult {

@@ -126,3 +126,15 @@ export function humanLine(rec: LogRecord): string {
   }
   return `${ev}${rec.msg ?? ''}${kv.length ? `  ${kv.join(' ')}` : ''}`;
 }
+
+/** The most characters of any one peer-supplied value quoted in a log line or a refusal reason. */
+export const MAX_QUOTED_CHARS = 200;
+
+/**
+ * A peer-supplied value made safe to quote: never more than `max` characters, whatever it is,
+ * so a hostile frame cannot turn into a log line (or a bye) many times its own size.
+ */
+export function clip(value: unknown, max = MAX_QUOTED_CHARS): string {
+  const text = typeof value === 'string' ? value : typeof value === 'bigint' ? `${value}n` : String(value);
+  return text.length > max ? `${text.slice(0, max)}... (${text.length} chars)` : text;
+}

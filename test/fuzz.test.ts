@@ -208,8 +208,10 @@ interface Expectation {
 /** What the coordinator must do with a frame at a stage (the codec is the oracle for decoding). */
 function expectationFor(stage: Stage, frame: Frame, limits: DecodeLimits): Expectation {
   if (frame.text !== undefined) return { close: WS_CLOSE.protocolError, code: 'TEXT_FRAME' };
-  if (frame.bytes.byteLength > limits.maxFrameBytes) return { close: 1009, code: 'FRAME_TOO_LARGE', noBye: true };
-  const res = decode(frame.bytes, stage === 'ready' ? limits : { ...limits, maxFrameBytes: HANDSHAKE_FRAME_BYTES });
+  // ws holds the limit of the connection's stage itself: a larger frame never reaches the decoder.
+  const stageLimits = stage === 'ready' ? limits : { ...limits, maxFrameBytes: HANDSHAKE_FRAME_BYTES };
+  if (frame.bytes.byteLength > stageLimits.maxFrameBytes) return { close: 1009, code: 'FRAME_TOO_LARGE', noBye: true };
+  const res = decode(frame.bytes, stageLimits);
   if (!res.ok) return { close: closeCodeFor(res.code), code: res.code };
   const pe = WS_CLOSE.protocolError;
   switch (res.msg.type) {

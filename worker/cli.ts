@@ -9,6 +9,7 @@ import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createLogger } from '../shared/log.ts';
 import { loadCaFile } from '../shared/tls.ts';
+import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { DEFAULT_BACKOFF, Worker } from './worker.ts';
 
 export const WORKER_FLAGS: FlagTable = {
@@ -70,6 +71,7 @@ async function main(): Promise<number> {
     progressIntervalMs: 1000 * (v['status-interval'] === undefined ? 15 : Number(v['status-interval'])),
     ca,
   });
+  installSocketErrorGuard(log);
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => worker.stop());
   const code = await worker.run();
   // The log line has the details; this one is for a person watching the terminal or journal.
