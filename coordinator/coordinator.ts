@@ -166,6 +166,8 @@ export class Coordinator {
   /** Workers caught returning wrong results (--verify-fraction); they may not rejoin this run. */
   readonly banned: BanList;
   private lastVerifyWaitLogAt = -Infinity;
+  /** `${workers}/${shards}` of the last WORKERS_IDLE warning ('' while every worker has work). */
+  private idleWarnedFor = '';
   /** Bytes that may queue for one worker in user space before it is dropped as SLOW_CONSUMER. */
   readonly maxQueuedBytes: number;
 
@@ -306,6 +308,7 @@ export class Coordinator {
         backend: s.backend,
         shardsDone: s.shardsDone,
         shardsOverdue: s.shardsOverdue,
+        shardsHeld: this.phase?.owes(s) ?? 0,
         msPerShard: Number(s.msPerShard.toFixed(2)),
         connectedAt: new Date(s.connectedAt).toISOString(),
         lastSeen: new Date(s.lastSeen).toISOString(),
@@ -481,6 +484,7 @@ export class Coordinator {
         this.reject(other, WS_CLOSE.replaced, 'REPLACED', 'a newer connection with the same worker id took over');
       }
     }
+    session.assumeSpeedOf(this.readyWorkers);
     session.state = 'ready';
     session.admitted = true;
     setMessageLimit(session.ws, this.limits.maxFrameBytes);
@@ -661,10 +665,7 @@ export class Coordinator {
   private dispatch(): void {
     const run = this.phase;
     if (!run || run.done) return;
-    for (const late of run.overdue()) {
-      late.worker.noteOverdue(late.ageMs);
-      if (late.first) late.worker.shardsOverdue++;
-    }
+    for (const late of run.overdue()) late.worker.noteOverdue(late.ageMs, late.first);
     const ready = this.readyWorkers;
     const idle = ready.filter((w) => run.owes(w) === 0);
     this.sendTasks(run.assignUnassigned(idle.length > 0 ? idle : ready));
@@ -678,6 +679,7 @@ export class Coordinator {
     const verified = selectVerifiedShards(this.opts.config.train.seed, plan, plan.shards.length, this.opts.schedule.verifyFraction ?? 0);
     const run = new PhaseRun<WorkerSession>(plan, this.opts.schedule.straggler, verified);
     this.phase = run;
+    this.warnIfWorkersIdle(plan.shards.length);
     this.phaseCompute.clear();
     this.phaseWorkerTiming.clear();
     this.lastResultRecvMs = 0;
@@ -762,6 +764,25 @@ export class Coordinator {
       waiting.disputed
         ? `workers disagree on shard(s) ${waiting.shards.join(',')} and no other worker${on} is connected to decide; waiting for one to join`
         : `--verify-fraction needs results from two different workers${on}; waiting for another worker to join (nothing unverified is applied)`,
+    );
+  }
+
+  /**
+   * More workers than shards: the rest idle every phase. Said once per (workers, shards) pair,
+   * with the --shards that would use them all (a divisor of the batch, so it is valid).
+   */
+  private warnIfWorkersIdle(shards: number): void {
+    const workers = this.readyWorkers.filter((w) => !w.late).length;
+    const key = workers > shards ? `${workers}/${shards}` : '';
+    if (key === this.idleWarnedFor) return;
+    this.idleWarnedFor = key;
+    if (!key) return;
+    const { batchSize } = this.opts.config.train;
+    let suggest = workers;
+    while (suggest < batchSize && batchSize % suggest !== 0) suggest++;
+    this.log.warn(
+      { event: 'warning', code: 'WORKERS_IDLE', workers, shardsPerPhase: shards, idle: workers - shards, suggestShards: suggest },
+      `${workers} workers share ${shards} shard(s) per phase, so ${workers - shards} idle in every phase; a run with --shards ${suggest} (a divisor of --batch-size ${batchSize}) would use them all`,
     );
   }
 

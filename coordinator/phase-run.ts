@@ -25,6 +25,13 @@ export interface Assignee {
   readonly workerId?: string;
   /** Compute backend: verification compares only results computed on the same backend. */
   readonly backend?: string;
+  /**
+   * A shard it held went overdue and no result from it has arrived since: it gets only its
+   * speed-proportional share (next to nothing), not the one-shard minimum of every phase.
+   */
+  readonly late?: boolean;
+  /** It has returned a result, so msPerShard is a measurement rather than a guess. */
+  readonly measured?: boolean;
 }
 
 export interface Assignment<W extends Assignee> {
@@ -132,7 +139,11 @@ export class PhaseRun<W extends Assignee> {
 
   /**
    * Hands every unassigned shard to the given workers in proportion to their speed (shards per
-   * ms), keeping shard order contiguous per worker. Returns the tasks to send.
+   * ms), keeping shard order contiguous per worker. When there are enough shards, a worker that
+   * rounding left with none still gets one if it is a newcomer (its first result is its speed
+   * measurement: an estimate only results can change must not starve it) or if one shard fits
+   * in the phase's expected length anyway; never a late one, nor a measured one that would make
+   * the phase longer. Returns the tasks to send.
    */
   assignUnassigned(workers: W[], now = performance.now()): Assignment<W>[] {
     if (this.excluded.size > 0) workers = workers.filter((w) => !this.excluded.has(identityOf(w)));
@@ -146,6 +157,20 @@ export class PhaseRun<W extends Assignee> {
     let left = n - counts.reduce((a, b) => a + b, 0);
     const order = exact.map((e, i) => [e - Math.floor(e), i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
     for (let j = 0; left > 0; j = (j + 1) % order.length, left--) counts[order[j][1]]++;
+    const makespan = Math.max(...counts.map((c, i) => c * workers[i].msPerShard));
+    const owed = workers.map((w, i) => (counts[i] === 0 && !w.late && (!w.measured || w.msPerShard <= makespan) ? i : -1)).filter((i) => i >= 0);
+    if (owed.length > 0 && n >= workers.filter((w) => !w.late).length) {
+      for (const i of owed) {
+        // From the most over-served worker that keeps at least one.
+        let donor = -1;
+        for (let k = 0; k < counts.length; k++) {
+          if (counts[k] >= 2 && (donor < 0 || counts[k] - exact[k] > counts[donor] - exact[donor])) donor = k;
+        }
+        if (donor < 0) break;
+        counts[donor]--;
+        counts[i]++;
+      }
+    }
     const out: Assignment<W>[] = [];
     let cursor = 0;
     workers.forEach((w, i) => {

@@ -66,6 +66,12 @@ export class WorkerSession implements Assignee {
   onOverflow: ((queuedBytes: number) => void) | null = null;
   /** Shards of this worker that passed their deadline (straggler policy) while it held them. */
   shardsOverdue = 0;
+  /** A shard it held went overdue and it has returned no result since (see Assignee.late). */
+  late = false;
+
+  get measured(): boolean {
+    return this.shardsDone > 0;
+  }
   readonly connectedAt = Date.now();
   lastSeen = Date.now();
   private tasks = new Map<number, TaskRecord>();
@@ -74,6 +80,15 @@ export class WorkerSession implements Assignee {
   clock: SessionClock | null = null;
 
   constructor(readonly sessionId: number, readonly ws: WebSocket, readonly address: string) {}
+
+  /**
+   * Until its first result, assume a newcomer is as fast as the typical worker already here
+   * (the median estimate), so it neither takes most of a phase nor next to none of it.
+   */
+  assumeSpeedOf(others: readonly WorkerSession[]): void {
+    const known = others.filter((o) => o !== this && o.shardsDone > 0).map((o) => o.msPerShard).sort((a, b) => a - b);
+    if (known.length > 0) this.msPerShard = known[Math.floor(known.length / 2)];
+  }
 
   /** Cumulative byte counters of this connection (progress lines report their per-window deltas). */
   counters(): ByteCounters {
@@ -140,8 +155,10 @@ export class WorkerSession implements Assignee {
    * A shard it holds is overdue by `ageMs`: its estimate becomes at least that, so the next
    * phases give it a share it can finish (none, next to fast workers) until results prove otherwise.
    */
-  noteOverdue(ageMs: number): void {
+  noteOverdue(ageMs: number, first: boolean): void {
     this.msPerShard = Math.max(this.msPerShard, ageMs);
+    this.late = true;
+    if (first) this.shardsOverdue++;
   }
 
   /** Says why, then closes with an application close code (the worker prints the reason). */
@@ -164,6 +181,7 @@ export class WorkerSession implements Assignee {
 
   /** Exponential moving average of reported compute time per shard. */
   recordCompute(ms: number): void {
+    this.late = false;
     this.shardsDone++;
     this.msPerShard = this.shardsDone === 1 ? ms : 0.8 * this.msPerShard + 0.2 * ms;
   }

@@ -543,7 +543,7 @@ describe('coordinator fuzzing while real workers train', () => {
       }
       // Every warning the coordinator logged carries a stable code.
       for (const rec of c.records.filter((x) => x.event === 'warning')) {
-        expect(typeof rec.code === 'string' && (STABLE_CODES.has(rec.code) || ['BANNED', 'NO_WORKERS', 'HANDSHAKE_TIMEOUT', 'REPLACED'].includes(rec.code)), JSON.stringify(rec)).toBe(true);
+        expect(typeof rec.code === 'string' && (STABLE_CODES.has(rec.code) || ['BANNED', 'NO_WORKERS', 'HANDSHAKE_TIMEOUT', 'REPLACED', 'WORKERS_IDLE'].includes(rec.code)), JSON.stringify(rec)).toBe(true);
       }
       expect(c.records.filter((x) => (x.level ?? 0) >= 50)).toEqual([]);
 

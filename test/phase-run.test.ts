@@ -72,6 +72,7 @@ describe('PhaseRun assignment', () => {
     for (let trial = 0; trial < 200; trial++) {
       const n = 1 + Math.floor(rand() * 6);
       const S = 1 + Math.floor(rand() * 40);
+      // Unmeasured workers: each gets the one-shard minimum whenever S >= n.
       const ws = Array.from({ length: n }, (_, i) => worker(`w${i}`, 0.5 + rand() * 100));
       const r = new PhaseRun<FakeWorker>(plan(S), POLICY);
       const out = r.assignUnassigned(ws, 0);
@@ -79,12 +80,65 @@ describe('PhaseRun assignment', () => {
       const total = ws.reduce((a, w) => a + 1 / w.msPerShard, 0);
       for (const w of ws) {
         const exact = (S * (1 / w.msPerShard)) / total;
-        expect(Math.abs(r.owes(w) - exact)).toBeLessThan(1);
+        // Within 1 of the exact share; with S >= n the one-shard minimum comes out of bigger
+        // shares, so nobody gets more than the exact share rounded up, and everyone gets one.
+        if (S < n) expect(Math.abs(r.owes(w) - exact)).toBeLessThan(1);
+        else {
+          expect(r.owes(w)).toBeLessThanOrEqual(Math.ceil(exact));
+          expect(r.owes(w)).toBeGreaterThanOrEqual(1);
+        }
       }
       // Workers keep the order they were given: ids ascend from one worker to the next.
       const firsts = out.map((a) => a.shardIds[0]);
       expect(firsts).toEqual([...firsts].sort((a, b) => a - b));
     }
+  });
+
+  it('every worker that is not late gets at least one shard when S >= N: a newcomer is measured at once', () => {
+    const fast = worker('fast', 2.5);
+    const joiner = worker('joiner', 168); // a slow first (cold) shard
+    const run = new PhaseRun<FakeWorker>(plan(8), POLICY);
+    const as = run.assignUnassigned([fast, joiner], 0);
+    expectPartition(as, [...Array(8).keys()]);
+    expect(run.owes(joiner)).toBe(1);
+    expect(run.owes(fast)).toBe(7);
+    // A late worker (an overdue shard, no result since) keeps only its proportional share: none.
+    const late = { ...worker('late', 2000), late: true };
+    const run2 = new PhaseRun<FakeWorker>(plan(8), POLICY);
+    const as2 = run2.assignUnassigned([fast, late], 0);
+    expectPartition(as2, [...Array(8).keys()]);
+    expect(run2.owes(late)).toBe(0);
+    // A measured worker gets the minimum only if one shard fits in the phase's expected length.
+    const measuredSlow = { ...worker('measured-slow', 3000), measured: true };
+    const run4 = new PhaseRun<FakeWorker>(plan(8), POLICY);
+    run4.assignUnassigned([fast, measuredSlow], 0);
+    expect(run4.owes(measuredSlow)).toBe(0);
+    const measuredOk = { ...worker('measured-ok', 10), measured: true };
+    const run5 = new PhaseRun<FakeWorker>(plan(8), POLICY);
+    run5.assignUnassigned([fast, measuredOk], 0); // exact 6.4 / 1.6 -> 6 / 2 already
+    expect(run5.owes(measuredOk)).toBeGreaterThanOrEqual(1);
+    // Fewer shards than workers: no minimum, the fastest get them.
+    const run3 = new PhaseRun<FakeWorker>(plan(1), POLICY);
+    run3.assignUnassigned([joiner, fast], 0);
+    expect(run3.owes(fast)).toBe(1);
+  });
+
+  it('overdue(): a holder past its own deadline, reported first once; a duplicate holder has its own clock', () => {
+    const slow = worker('slow', 10);
+    const idle = worker('idle', 10);
+    const run = new PhaseRun<FakeWorker>(plan(2), { factor: 2, minMs: 100 });
+    run.assignUnassigned([slow], 0); // slow holds 0 and 1; expected 10 and 20 ms
+    expect(run.overdue(50)).toEqual([]);
+    const first = run.overdue(150);
+    expect(first.map((o) => [o.worker.name, o.shardId, o.ageMs, o.first])).toEqual([['slow', 0, 150, true], ['slow', 1, 150, true]]);
+    expect(run.overdue(200).every((o) => !o.first)).toBe(true);
+    // The idle worker takes shard 0 as a duplicate at 200 ms: it is not overdue for it until its own deadline.
+    run.duplicateOverdue([idle], 200);
+    expect(run.overdue(250).filter((o) => o.worker === idle)).toEqual([]);
+    expect(run.overdue(301).filter((o) => o.worker === idle).map((o) => o.shardId)).toEqual([0]);
+    // A result ends it for every holder.
+    run.accept(idle, 0, result(0));
+    expect(run.overdue(400).map((o) => o.shardId)).toEqual([1]);
   });
 
   it('equal workers get equal shares; no workers means nothing is handed out', () => {

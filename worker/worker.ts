@@ -9,7 +9,7 @@ import { WebSocket } from 'ws';
 import { hmacOf } from '../shared/auth.ts';
 import { assertCanTrain } from '../shared/backend.ts';
 import { decode, encode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
-import { validateConfig, type GanConfig } from '../shared/config.ts';
+import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { classifyTlsError } from '../shared/tls.ts';
@@ -296,12 +296,14 @@ export class Worker {
       throw new GanError('WIRE_UNSUPPORTED', `the coordinator sends --wire ${wire}, which this worker did not offer`);
     }
     const json = JSON.stringify(config);
+    let warmupMs: number | undefined;
     if (json !== this.replicaConfigJson) {
       validateConfig(config);
       assertCanTrain(config.model.kind);
       this.replica?.dispose();
       this.replica = new GanReplica(config);
       this.replicaConfigJson = json;
+      warmupMs = this.warmUp(config);
     }
     this.replica!.setWeights('G', g.weights);
     this.replica!.setWeights('D', d.weights);
@@ -309,7 +311,22 @@ export class Worker {
     this.queue = [];
     // Results on this connection go out in the run's wire format (weights already arrive in it).
     this.wire = wire;
-    this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects }, 'joined the run');
+    this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects, warmupMs }, 'joined the run');
+  }
+
+  /**
+   * One D and one G shard of the run's size on made-up rows, thrown away: the first pass through
+   * a new model compiles kernels and allocates, and would otherwise make this worker's first
+   * real result (its speed measurement at the coordinator) several times too slow. Returns ms.
+   */
+  private warmUp(config: GanConfig): number {
+    const t0 = performance.now();
+    const rows = config.train.batchSize / config.train.shards;
+    const shard: ShardInput = { shardId: 0, seed: 1, rows, real: new Float32Array(rows * sampleDim(config.model)) };
+    if (config.model.numClasses > 0) shard.realLabels = new Int32Array(rows);
+    this.replica!.computeShard('D', shard);
+    this.replica!.computeShard('G', shard);
+    return Math.round(performance.now() - t0);
   }
 
   /** A task's shards with their rows as floats (rows-u8 codes looked up in the palette), or why not. */

@@ -14,7 +14,7 @@ import { resolveConfig, type GanConfig } from '../../shared/config.ts';
 import { loadDataSource } from '../../shared/data/index.ts';
 import { createLogger, tapLog, type LogRecord } from '../../shared/log.ts';
 import { PROTOCOL_VERSION } from '../../shared/protocol.ts';
-import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type RunResult, type ScheduleConfig } from '../../coordinator/coordinator.ts';
+import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type ReportConfig, type RunResult, type ScheduleConfig } from '../../coordinator/coordinator.ts';
 import { LocalTrainer } from '../../coordinator/local-trainer.ts';
 import { makeTempDir } from './processes.ts';
 
@@ -62,6 +62,7 @@ export interface InProcessOptions {
   token?: string | null;
   network?: Partial<NetworkConfig>;
   schedule?: Partial<ScheduleConfig>;
+  report?: Partial<ReportConfig>;
 }
 
 /** Starts a Coordinator on 127.0.0.1 (any free port) and its run loop. */
@@ -84,7 +85,7 @@ export async function startInProcessCoordinator(o: InProcessOptions = {}): Promi
     backendName: 'wasm',
     network: { ...DEFAULT_NETWORK, host: '127.0.0.1', port: 0, token: o.token ?? null, insecure: false, ...o.network },
     schedule: { ...DEFAULT_SCHEDULE, ...o.schedule },
-    report: { logEvery: 20, statusIntervalMs: 1000, sampleEvery: 0 },
+    report: { logEvery: 20, statusIntervalMs: 1000, sampleEvery: 0, ...o.report },
     checkpoint: { every: 0, keep: 1 },
   });
   const addr = await coordinator.listen();
