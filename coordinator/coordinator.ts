@@ -18,6 +18,7 @@ import { decode, encode, closeCodeFor, floatPayloadBytes, WS_CLOSE, type DecodeL
 import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { listenError } from './listen-error.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { tapLog, type Logger } from '../shared/log.ts';
 import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
@@ -228,8 +229,15 @@ export class Coordinator {
     this.wss = new WebSocketServer({ server: this.http, maxPayload: this.limits.maxFrameBytes });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
     await new Promise<void>((resolve, reject) => {
-      this.http!.once('error', reject);
-      this.http!.listen(network.port, network.host, () => resolve());
+      // ws re-emits the server's errors on the WebSocketServer: both need a listener while binding.
+      const fail = (err: Error) => reject(listenError(err, network.host, network.port));
+      this.http!.once('error', fail);
+      this.wss!.once('error', fail);
+      this.http!.listen(network.port, network.host, () => {
+        this.http!.off('error', fail);
+        this.wss!.off('error', fail);
+        resolve();
+      });
     });
     this.heartbeat = setInterval(() => this.checkHeartbeats(), network.heartbeatMs);
     const addr = this.address;
