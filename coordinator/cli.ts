@@ -12,7 +12,7 @@ import type { TrainingSnapshot } from '../shared/training-state.ts';
 import { findResumeCheckpoint } from './checkpoint.ts';
 import { loadDataSource } from '../shared/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { createLogger, type Logger } from '../shared/log.ts';
+import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
 import { createPeriodicEvaluation, DEFAULT_PERIODIC_SAMPLES } from '../shared/eval/periodic.ts';
@@ -65,7 +65,9 @@ function hasCheckpoints(runDir: string): boolean {
 /** Builds and starts a coordinator from parsed flags (also used by the demo). */
 export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = process.env, logStdout = true): Promise<CoordinatorRun> {
   const runDir = resolve(String(v['run-dir'] ?? 'runs/default'));
-  const log = createLogger({ name: 'coordinator', file: join(runDir, 'log.jsonl'), stdout: logStdout, pretty: v.pretty === true ? true : undefined });
+  // Nothing is written to the run directory until the port is bound and the config is known to
+  // be good: a failed start (PORT_IN_USE, a config error) leaves no run directory behind.
+  const log = createLogger({ name: 'coordinator', file: join(runDir, 'log.jsonl'), deferFile: true, stdout: logStdout, pretty: v.pretty === true ? true : undefined });
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined, env);
   const tls = loadTlsServerFiles(typeof v['tls-cert'] === 'string' ? v['tls-cert'] : undefined, typeof v['tls-key'] === 'string' ? v['tls-key'] : undefined);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
@@ -95,8 +97,6 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
     v['eval-every'] === undefined ? 0 : Number(v['eval-every']),
     v['eval-samples'] === undefined ? DEFAULT_PERIODIC_SAMPLES : Number(v['eval-samples']),
   );
-  mkdirSync(runDir, { recursive: true });
-  writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
   const coordinator = new Coordinator({
     config,
     source,
@@ -133,11 +133,21 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
       sampleEvery: v['sample-every'] === undefined ? 200 : Number(v['sample-every']),
     },
   });
+  // Bind first (PORT_IN_USE and its kin are GanErrors: one line, exit 2). From here to run() all
+  // is synchronous, so no worker can be handled before run_started is logged.
+  await coordinator.listen();
+  try {
+    mkdirSync(runDir, { recursive: true });
+    writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
+    openLogFile(log);
+  } catch (err) {
+    await coordinator.close('COORDINATOR_STOPPING', 'the coordinator could not start');
+    throw err;
+  }
   log.info({ event: 'run_started', runId: coordinator.runId, config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
   if (resumedFrom) {
     log.info({ event: 'resumed', from: resumedFrom.dir, iteration: coordinator.state.iteration, dStep: coordinator.state.dStep, changes: resumedFrom.changes, skipped: resumedFrom.skipped.map((s) => s.dir) }, `resumed at iteration ${coordinator.state.iteration}`);
   }
-  await coordinator.listen();
   const done = coordinator.run();
   return { coordinator, log, done };
 }

@@ -18,6 +18,7 @@ import { decode, encode, closeCodeFor, floatPayloadBytes, WS_CLOSE, type DecodeL
 import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { listenError } from './listen-error.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
 import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
@@ -241,11 +242,20 @@ export class Coordinator {
     // Every connection starts with the handshake limit; admit() raises it for that connection.
     this.wss = new WebSocketServer({ server: this.http, maxPayload: this.handshakeLimits.maxFrameBytes });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
-    // ws re-emits the HTTP server's errors here; listen() handles them below.
-    this.wss.on('error', () => undefined);
+    // After binding, a server error must not end the run: log it (while binding, listen() below turns it into a clear error).
+    const serverError = (err: Error) => this.log.warn({ event: 'warning', code: 'SOCKET_ERROR', err: clip(err.message) }, 'server socket error');
+    this.wss.on('error', serverError);
     await new Promise<void>((resolve, reject) => {
-      this.http!.once('error', reject);
-      this.http!.listen(network.port, network.host, () => resolve());
+      // ws re-emits the server's errors on the WebSocketServer: both need a listener while binding.
+      const fail = (err: Error) => reject(listenError(err, network.host, network.port));
+      this.http!.once('error', fail);
+      this.wss!.once('error', fail);
+      this.http!.listen(network.port, network.host, () => {
+        this.http!.off('error', fail);
+        this.wss!.off('error', fail);
+        this.http!.on('error', serverError);
+        resolve();
+      });
     });
     this.heartbeat = setInterval(() => this.checkHeartbeats(), network.heartbeatMs);
     const addr = this.address;

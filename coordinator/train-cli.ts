@@ -32,11 +32,12 @@ runMain(async () => {
   const runDir = resolve(String(v['run-dir'] ?? 'runs/local'));
   const sampleEvery = Number(v['sample-every'] ?? 200);
   const logEvery = Math.max(1, Number(v['log-every'] ?? 20));
-  const log = createLogger({ name: 'train', file: join(runDir, 'log.jsonl') });
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
   const opts = ganOptionsFrom(v);
   const source = loadDataSource(opts.dataset ?? 'mnist');
   const config = resolveConfig(opts, source);
+  // Only now that the config is good: a config error leaves no run directory behind.
+  const log = createLogger({ name: 'train', file: join(runDir, 'log.jsonl') });
   mkdirSync(runDir, { recursive: true });
   writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');

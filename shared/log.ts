@@ -5,7 +5,7 @@
  * stdout is human-readable (pino-pretty, one line per event) when it is a terminal or when asked
  * (--pretty); the file is always JSON. The event vocabulary is documented in docs/status-log.md.
  */
-import { mkdirSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
 import { prettyFactory } from 'pino-pretty';
@@ -21,6 +21,11 @@ export interface LogConfig {
   level?: string;
   /** Also append JSON lines here. */
   file?: string;
+  /**
+   * Keep the file's lines in memory until openLogFile(logger) creates it, so a start that fails
+   * (port in use, bad config) leaves no run directory behind.
+   */
+  deferFile?: boolean;
   /** Write to stdout (default true). */
   stdout?: boolean;
   /** Human-readable stdout (default: when stdout is a terminal). The file stays JSON. */
@@ -35,14 +40,50 @@ export function createLogger(cfg: LogConfig): Logger {
     const pretty = cfg.pretty ?? process.stdout.isTTY === true;
     streams.push({ level, stream: pretty ? prettyStdout(process.stdout.isTTY === true) : pino.destination({ dest: 1, sync: true }) });
   }
-  if (cfg.file) {
+  let deferred: DeferredFile | null = null;
+  if (cfg.file && cfg.deferFile) {
+    deferred = new DeferredFile(cfg.file);
+    streams.push({ level, stream: deferred });
+  } else if (cfg.file) {
     mkdirSync(dirname(cfg.file), { recursive: true });
     streams.push({ level, stream: pino.destination({ dest: cfg.file, sync: true, append: true }) });
   }
-  return pino(
+  const logger = pino(
     { name: cfg.name, level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
     pino.multistream(streams),
   );
+  if (deferred) deferredFiles.set(logger, deferred);
+  return logger;
+}
+
+/** A log file created on demand: lines written before open() wait in memory, in order. */
+class DeferredFile {
+  private pending: string[] | null = [];
+  private fd = -1;
+  constructor(readonly path: string) {}
+
+  write(line: string): void {
+    if (this.pending) this.pending.push(line);
+    else writeSync(this.fd, line);
+  }
+
+  open(): void {
+    if (!this.pending) return;
+    mkdirSync(dirname(this.path), { recursive: true });
+    this.fd = openSync(this.path, 'a');
+    for (const line of this.pending) writeSync(this.fd, line);
+    this.pending = null;
+  }
+}
+
+const deferredFiles = new WeakMap<Logger, DeferredFile>();
+
+/**
+ * Creates the log file of a logger made with `deferFile` (and its directory) and writes the lines
+ * logged so far; from then on lines go straight to the file. A no-op for other loggers.
+ */
+export function openLogFile(logger: Logger): void {
+  deferredFiles.get(logger)?.open();
 }
 
 /**

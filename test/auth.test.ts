@@ -35,7 +35,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await c?.close();
   await cleanup();
-});
+}, TEST_TIMEOUT);
 
 /** The coordinator's warning with this code for this peer, logged since `from`. */
 const warningFor = (peer: RawPeer, code: string, from = 0) => c.records.slice(from).find((r) => r.event === 'warning' && r.code === code && r.address === peer.address);
@@ -60,7 +60,7 @@ describe('authentication and frame limits under attack', () => {
     await expectRefused(peer, WS_CLOSE.authFailed, 'AUTH_FAILED');
     expect(c.records.some((r) => r.event === 'worker_joined' && r.worker === 'intruder')).toBe(false);
     stillTraining();
-  });
+  }, TEST_TIMEOUT);
 
   it('a recorded auth is useless on another connection (fresh nonce) and cannot be sent twice on its own', async () => {
     const a = await RawPeer.connect(c.url);
@@ -92,7 +92,7 @@ describe('authentication and frame limits under attack', () => {
     pushy.sendMsg({ type: 'result', protocol: PROTOCOL_VERSION, taskId: 1, iteration: 0, phase: 'D', dStep: 0, shardId: 0, gradient: new Float32Array(4), stats: { loss: 0, dReal: 0, dFake: 0 }, computeMs: 1 });
     await expectRefused(pushy, WS_CLOSE.protocolError, 'NOT_AUTHENTICATED');
     stillTraining();
-  });
+  }, TEST_TIMEOUT);
 
   it('no auth within the handshake timeout: HANDSHAKE_TIMEOUT (after hello, and with nothing at all)', async () => {
     const from = c.records.length;
@@ -107,7 +107,7 @@ describe('authentication and frame limits under attack', () => {
     expect(warningFor(silent, 'HANDSHAKE_TIMEOUT', from)!.stage).toBe('hello');
     expect(warningFor(helloOnly, 'HANDSHAKE_TIMEOUT', from)!.stage).toBe('auth');
     stillTraining();
-  });
+  }, TEST_TIMEOUT);
 
   it(`a flood of unauthenticated connections is bounded: past ${MAX_PENDING} pending, 1013 at once; a real worker still gets in`, async () => {
     const from = c.records.length;
@@ -161,7 +161,7 @@ describe('authentication and frame limits under attack', () => {
     expect(closed?.code).toBe(1009);
     expect(warningFor(over, 'FRAME_TOO_LARGE')?.wsCode).toBe('WS_ERR_UNSUPPORTED_MESSAGE_LENGTH');
     stillTraining();
-  });
+  }, TEST_TIMEOUT);
 
   it('training went on: the real workers never left and the run ends on the reference hash', async () => {
     const result = await c.done;

@@ -8,8 +8,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { assertCanTrain, initBackend } from '../shared/backend.ts';
 import { GanError } from '../shared/errors.ts';
 import { cleanup, makeTempDir, spawnCli, waitForEvent, waitForExit } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
-afterAll(cleanup);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 describe('assertCanTrain', () => {
   it('refuses dcgan on wasm with BACKEND_CANNOT_TRAIN naming the missing kernel; the MLPs pass', async () => {
@@ -25,14 +26,14 @@ describe('assertCanTrain', () => {
     expect((err as GanError).message).toContain('Conv2DBackpropFilter');
     expect((err as GanError).message).toContain('--backend cpu');
     for (const kind of ['mlp', 'mlp-small', 'mlp2d']) expect(() => assertCanTrain(kind)).not.toThrow();
-  });
+  }, HEAVY_TEST_MS);
 
   it('accepts dcgan on cpu, which has every kernel it needs', async () => {
     await initBackend('cpu');
     expect(tf.getBackend()).toBe('cpu');
     expect(() => assertCanTrain('dcgan')).not.toThrow();
     await initBackend('wasm');
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('dcgan on a wasm process', () => {

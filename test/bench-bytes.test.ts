@@ -16,6 +16,7 @@ import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { measuredWindows, totalsByWorker, wireBytesPerIterationPerWorker, type ProgressLine } from '../bench/lib/accounting.ts';
 import { cleanup, eventsOf, makeTempDir, spawnCli, waitForEvent, waitForExit } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 /**
  * After the last progress line: down, a bye (~65 bytes) and a close frame (16); up, the close
@@ -87,7 +88,7 @@ const proxies: CountingProxy[] = [];
 afterEach(async () => {
   for (const p of proxies.splice(0)) p.close();
   await cleanup();
-});
+}, HEAVY_TEST_MS);
 
 describe('bench byte accounting', () => {
   it('per-worker bytes in the progress lines equal what a TCP proxy in front of each worker counted', async () => {

@@ -35,6 +35,7 @@ import {
   type Proc,
   type Site,
 } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 /** Generous: two shared cores, several node processes each loading tsx + tfjs-wasm. */
 const START_MS = 30_000;
@@ -50,7 +51,7 @@ const CLEAN_EXIT = { code: 0, signal: null };
 
 afterEach(async () => {
   await cleanup();
-});
+}, HEAVY_TEST_MS);
 
 // ------------------------------------------------------------------ helpers
 
@@ -227,11 +228,13 @@ describe('checkpoint + resume (real processes)', () => {
   it('N/2 iterations, a coordinator restart with --resume --iterations N, equals N straight; --stay workers ride through', async () => {
     const t0 = performance.now();
     const site = await newSite('gan-ck-run-');
-    // A small per-shard delay keeps each half long enough that both workers take part.
-    const workerEnv = { GAN_TEST_SHARD_DELAY_MS: '5' };
+    // Both workers take part in run 1 whatever the load: they are up (retrying every 200 ms)
+    // before the coordinator starts, and ~20 ms per shard makes its 160 shards last seconds.
+    const workerEnv = { GAN_TEST_SHARD_DELAY_MS: '20', GAN_TEST_BACKOFF_MS: '200' };
+    const workers = [startWorker(site, 'w1', { env: workerEnv }), startWorker(site, 'w2', { env: workerEnv })];
+    for (const w of workers) await waitForEvent(w, 'reconnecting', START_MS);
     const c1 = startCoordinator(site, ['--iterations', String(N / 2), '--checkpoint-every', '10'], {}, 'coordinator 1');
     await listening(c1, site);
-    const workers = [startWorker(site, 'w1', { env: workerEnv }), startWorker(site, 'w2', { env: workerEnv })];
     const r1 = await finished(c1, N / 2);
     const run1 = runIdOf(c1);
     expect(numberedDirs(site)).toEqual(['00000010', '00000020']);

@@ -18,6 +18,7 @@ import { shardNoise, type Net, type ShardInput } from '../shared/replica.ts';
 import { deriveSeed, normalArray, Rng, STREAM, uniformArray } from '../shared/rng.ts';
 import { Sampler } from '../shared/sampler.ts';
 import { averageInShardOrder, shardSeed } from '../shared/training-state.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let ring8: DataSource;
 let mnist: DataSource;
@@ -26,7 +27,7 @@ beforeAll(async () => {
   await initBackend('wasm');
   ring8 = loadDataSource('ring8');
   mnist = loadDataSource('mnist');
-});
+}, HEAVY_TEST_MS);
 
 function trainer(opts: GanOptions, source: DataSource): LocalTrainer {
   return new LocalTrainer(resolveConfig(opts, source), source);
@@ -63,7 +64,7 @@ describe('determinism', () => {
     const a = hashAfter(11);
     expect(hashAfter(11)).toBe(a);
     expect(hashAfter(12)).not.toBe(a);
-  });
+  }, HEAVY_TEST_MS);
 
   it('same seed gives the same weights with dropout (paper mlp on mnist)', () => {
     const hashAfter = () => {
@@ -74,7 +75,7 @@ describe('determinism', () => {
       return h;
     };
     expect(hashAfter()).toBe(hashAfter());
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('phase isolation', () => {
@@ -104,7 +105,7 @@ describe('phase isolation', () => {
     expect(t.state.versions).toEqual({ G: 1, D: 1 });
     expect(replicaHashes()).toEqual(afterG);
     t.dispose();
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('shard averaging', () => {
@@ -162,7 +163,7 @@ describe('shard averaging', () => {
       tf.dispose(full);
       expect(relMaxAbsError(averaged, fullGrad)).toBeLessThan(1e-4);
       t.dispose();
-    });
+    }, HEAVY_TEST_MS);
 
     it(`G phase: mean of ${S} shard gradients = full-batch gradient (${kind})`, () => {
       const { cfg, t, replica, vars, plan: dPlan } = setup(kind);
@@ -186,7 +187,7 @@ describe('shard averaging', () => {
       tf.dispose(full);
       expect(relMaxAbsError(averaged, fullGrad)).toBeLessThan(1e-4);
       t.dispose();
-    });
+    }, HEAVY_TEST_MS);
   }
 });
 
@@ -206,7 +207,7 @@ describe('no tensor leaks', () => {
       t.runPhase();
       expect(tf.memory().numTensors).toBe(before);
       t.dispose();
-    });
+    }, HEAVY_TEST_MS);
   }
 });
 
@@ -236,14 +237,14 @@ describe('optimizer state round trip', () => {
       const c = createOptimizer(size, cfg);
       c.restore(saved);
       expect(c.state().step).toBe(5);
-    });
+    }, HEAVY_TEST_MS);
   }
 
   it('restore() rejects a state for another optimizer or size', () => {
     const adam = createOptimizer(10, base);
     expect(() => createOptimizer(10, { ...base, name: 'sgd' }).restore(adam.state())).toThrow(/adam/);
     expect(() => createOptimizer(11, base).restore(adam.state())).toThrow(expect.objectContaining({ code: 'OPTIMIZER_STATE_MISMATCH' }));
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('sampler and RNG', () => {
@@ -349,7 +350,7 @@ describe('seeded dropout (paper mlp)', () => {
     expect(m1.every((v) => v === 0 || v === 2)).toBe(true);
     ones.dispose();
     t.dispose();
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('resolveConfig errors', () => {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { cleanup, makeTempDir, ROOT, spawnCli, waitForEvent, waitForEvents, type Proc } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test', 'artifacts');
@@ -20,8 +21,8 @@ afterEach(async () => {
   await browser?.close().catch(() => undefined);
   browser = null;
   await cleanup();
-});
-afterAll(cleanup);
+}, HEAVY_TEST_MS);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 /** A raw GET whose path is sent exactly as written (fetch would normalise `..` away). */
 function rawGet(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string; body: Buffer }> {

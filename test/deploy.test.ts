@@ -20,6 +20,7 @@ import { COORDINATOR_FLAGS, resumeArgs } from '../coordinator/cli.ts';
 import { COMMON_FLAGS, GAN_FLAGS, parseFlags, type FlagTable, type FlagValues } from '../shared/cli.ts';
 import { WORKER_FLAGS } from '../worker/cli.ts';
 import { ROOT } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const DEPLOY = join(ROOT, 'deploy');
 const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
@@ -574,7 +575,7 @@ describe('deploy/systemd', () => {
       expect(ours, file).toEqual([]);
       expect(r.status, `${file}: ${r.stderr}`).toBe(0);
     }
-  });
+  }, HEAVY_TEST_MS);
   if (!canVerify) console.warn('[deploy.test] systemd-analyze (or /usr/bin/node) not available: skipped `systemd-analyze verify` of the units');
 });
 

@@ -26,6 +26,7 @@ import {
   type LogEvent,
   type Proc,
 } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const TEST_TIMEOUT = 90_000;
 /** Generous: two shared cores, several node processes each loading tsx + tfjs-wasm. */
@@ -86,8 +87,8 @@ beforeAll(async () => {
   expect(referenceHash).toMatch(/^[0-9a-f]{64}$/);
 }, TEST_TIMEOUT);
 
-afterEach(cleanup);
-afterAll(cleanup);
+afterEach(cleanup, HEAVY_TEST_MS);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 describe('distributed training over real sockets', () => {
   it(
@@ -194,11 +195,11 @@ describe('distributed training over real sockets', () => {
     async () => {
       const c = await startCoordinator([], { GAN_TOKEN: 'right' });
       expect((await waitForEvent(c.proc, 'listening', 1000)).auth).toBe('token');
-      // ~13 ms per shard: the run lasts long enough for the intruder to be refused mid-run.
+      // Both start together, so the intruder's start-up (seconds on a loaded machine) races the
+      // good worker's start-up, not its run: at ~13 ms per shard the run outlasts the difference.
       const good = startWorker(c.url, 'good', { GAN_TOKEN: 'right', GAN_TEST_SHARD_DELAY_MS: '10' });
-      await waitForEvent(good, 'welcomed', START_MS);
-
       const bad = startWorker(c.url, 'intruder', { GAN_TOKEN: 'wrong' });
+      await waitForEvent(good, 'welcomed', START_MS);
       expect(await waitForExit(bad, START_MS)).toEqual({ code: 2, signal: null });
       const refused = eventsOf(bad, 'refused');
       expect(refused).toHaveLength(1);

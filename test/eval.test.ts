@@ -27,6 +27,7 @@ import { MinibatchStd } from '../shared/layers.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { normalArray, permutation, Rng } from '../shared/rng.ts';
 import { cleanup, makeTempDir, ROOT, spawnCli, waitForEvent, waitForEvents, waitForExit } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const run = promisify(execFile);
 const EVAL_BIN = join(ROOT, 'bin', 'gan-eval.js');
@@ -40,11 +41,11 @@ beforeAll(async () => {
   classifier = await loadClassifier(DEFAULT_CLASSIFIER_DIR);
 }, 60_000);
 
-afterEach(cleanup);
+afterEach(cleanup, HEAVY_TEST_MS);
 afterAll(() => {
   classifier?.dispose();
   return cleanup();
-});
+}, HEAVY_TEST_MS);
 
 // ------------------------------------------------------------------ 2-D mixtures
 
@@ -244,7 +245,7 @@ describe('image scores with the shipped classifier', () => {
     expect(classifier.meta!.heldOut.accuracy).toBeCloseTo(acc.accuracy, 2);
     expect(classifier.meta!.dataset).toBe('mnist');
     expect(classifier.meta!.weightsBytes).toBeLessThan(1024 * 1024);
-  });
+  }, HEAVY_TEST_MS);
 
   it('IS of a generator that outputs one constant image is ~1', () => {
     const digit = mnist.heldOut.x.subarray(0, mnist.heldOut.dim);
@@ -258,7 +259,7 @@ describe('image scores with the shipped classifier', () => {
     expect(r.frechetDistance).toBeGreaterThan(10 * r.ceiling.frechetDistance);
     // And directly: identical rows, identical distributions.
     expect(inceptionScore(Float32Array.from({ length: 30 }, (_, i) => [0.2, 0.5, 0.3][i % 3]), 10, 3)).toBeCloseTo(1, 12);
-  });
+  }, HEAVY_TEST_MS);
 
   it('real digits score near the real-data ceiling (held-out digits scored the same way)', () => {
     const r = evaluator.evaluate(realDigits(mnist.train, 5), { samples: 1000 }) as ImageReport;
@@ -269,7 +270,7 @@ describe('image scores with the shipped classifier', () => {
     expect(r.frechetDistance).toBeLessThan(2 * r.ceiling.frechetDistance + 1);
     const flat = flatMetrics(r);
     expect(flat.inceptionScoreReal).toBeCloseTo(r.ceiling.inceptionScore, 3);
-  });
+  }, HEAVY_TEST_MS);
 
   it('the Fréchet distance of feature sets: ~0 against itself, growing with pixel noise', () => {
     const { heldOut } = mnist;
@@ -284,7 +285,7 @@ describe('image scores with the shipped classifier', () => {
       expect(d).toBeGreaterThan(prev);
       prev = d;
     }
-  });
+  }, HEAVY_TEST_MS);
 
   it('conditional models: label accuracy per requested label, beside the held-out accuracy', async () => {
     const config = resolveConfig({ model: 'mlp-small', conditional: true }, mnist);
@@ -305,7 +306,7 @@ describe('image scores with the shipped classifier', () => {
     expect((ev.evaluate(ignoring, { samples: 500 }) as ImageReport).conditional!.accuracy).toBeLessThan(0.3);
     expect(() => ev.evaluate(ignoring, { samples: 10, labels: [10] })).toThrow(ConfigError);
     ev.dispose();
-  });
+  }, HEAVY_TEST_MS);
 });
 
 // ------------------------------------------------------------------ minibatch std
@@ -328,7 +329,7 @@ describe('minibatch standard deviation in D', () => {
     // Batch size not a multiple of the group: the largest divisor below it (3 rows -> groups of 1).
     expect((layer.apply(tf.tensor2d([[1], [2], [3]])) as tf.Tensor).shape).toEqual([3, 2]);
     tf.dispose(x);
-  });
+  }, HEAVY_TEST_MS);
 
   it('validates the group against the rows per shard half, trains, exports and loads back', async () => {
     const source = loadDataSource('ring8');

@@ -26,6 +26,7 @@ import { CUSTOM_LAYER_CLASSES, customLayerClasses, exportModels, loadExportedMod
 import { withDropoutSeed } from '../shared/layers.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { deriveSeed, normalArray, uniformArray } from '../shared/rng.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SAMPLE_BIN = join(ROOT, 'bin', 'gan-sample.js');
@@ -45,11 +46,11 @@ beforeAll(async () => {
   await initBackend('wasm');
   mnist = loadDataSource('mnist');
   ring8 = loadDataSource('ring8');
-});
+}, HEAVY_TEST_MS);
 
 afterAll(() => {
   for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
+}, HEAVY_TEST_MS);
 
 /** A trainer a few phases in, so G and D hold non-initial weights (biases no longer zero). */
 function trained(opts: GanOptions, source: DataSource, phases = 2): LocalTrainer {
@@ -144,8 +145,8 @@ describe('generator export (mlp-small on mnist)', () => {
     trainer = trained({ model: 'mlp-small' }, mnist);
     dir = tempDir();
     await exportModels(trainer.replica, dir, { config: trainer.config, iteration: trainer.state.iteration, weightsHash: trainer.weightsHash() });
-  });
-  afterAll(() => trainer.dispose());
+  }, HEAVY_TEST_MS);
+  afterAll(() => trainer.dispose(), HEAVY_TEST_MS);
 
   it('writes standard LayersModel artifacts and gan.json', () => {
     for (const net of ['generator', 'discriminator']) {
@@ -169,7 +170,7 @@ describe('generator export (mlp-small on mnist)', () => {
     expect(meta.generator.customLayers).toEqual([]);
     expect(meta.discriminator.customLayers).toEqual([]);
     expect(meta.generator.inputs.map((i) => i.shape)).toEqual([[null, 64]]);
-  });
+  }, HEAVY_TEST_MS);
 
   it('loadExportedModel gives G with the same weights and bit-identical outputs', async () => {
     const g = await loadExportedModel(join(dir, 'generator'));
@@ -181,7 +182,7 @@ describe('generator export (mlp-small on mnist)', () => {
     const viaPredict = tf.tidy(() => (g.predict(tf.tensor2d(z, [rows, 64])) as tf.Tensor).dataSync() as Float32Array);
     expectBitIdentical(viaPredict, trainer.replica.generate(z, rows), 'G.predict(z)');
     g.dispose();
-  });
+  }, HEAVY_TEST_MS);
 
   it('loads through the generic tfjs loaders: fromMemory and http with fetch', async () => {
     const gDir = join(dir, 'generator');
@@ -205,7 +206,7 @@ describe('generator export (mlp-small on mnist)', () => {
     expect(fetched).toEqual([`${base}generator/model.json`, `${base}generator/weights.bin`]);
     expectBitIdentical(applyG(viaHttp, trainer.config, z, rows), expected, 'G via tf.io.http');
     viaHttp.dispose();
-  });
+  }, HEAVY_TEST_MS);
 
   it(
     'gan-sample writes the same PNG as the trainer sample grid, and prints its path',
@@ -255,7 +256,7 @@ describe('conditional generator export (mlp-small --conditional on mnist)', () =
     viaHttp.dispose();
     g.dispose();
     trainer.dispose();
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe("discriminator export with custom layers (the paper's mlp)", () => {
@@ -435,5 +436,5 @@ describe('broken exports', () => {
     expectGanError(() => readExportMeta(dir), 'EXPORT_MALFORMED');
     writeFileSync(join(dir, 'gan.json'), JSON.stringify({ format: 'gan-export', version: 1, iteration: 0, config: { model: {}, train: {} } }));
     expect(expectGanError(() => readExportMeta(dir), 'EXPORT_MALFORMED').message).toMatch(/invalid config/);
-  });
+  }, HEAVY_TEST_MS);
 });

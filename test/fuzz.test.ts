@@ -258,7 +258,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await c?.close();
   await cleanup();
-});
+}, TEST_TIMEOUT);
 
 /** Runs one case on a fresh connection; returns a description of what went wrong, or null. */
 async function runCase(index: number, outcomes: Outcome[]): Promise<string | null> {

@@ -15,6 +15,7 @@ import { mergeResumeConfig, resolveConfig, type GanOptions } from '../shared/con
 import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { cleanup, makeTempDir } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let ring8: DataSource;
 const OPTS: GanOptions = { batchSize: 32, shards: 4, iterations: 40, lr: 1e-3, gEma: 0.9 };
@@ -22,9 +23,9 @@ const OPTS: GanOptions = { batchSize: 32, shards: 4, iterations: 40, lr: 1e-3, g
 beforeAll(async () => {
   await initBackend('wasm');
   ring8 = loadDataSource('ring8');
-});
+}, HEAVY_TEST_MS);
 
-afterAll(cleanup);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 /** Writes the trainer's state as a checkpoint under runDir; returns its directory. */
 function checkpoint(t: LocalTrainer, runDir: string): string {
@@ -54,7 +55,7 @@ describe('--g-ema', () => {
     expect(hashFloats(ema)).toBe(hashFloats(Float32Array.from(expected)));
     expect(hashFloats(ema)).not.toBe(hashFloats(t.state.weights.G));
     t.dispose();
-  });
+  }, HEAVY_TEST_MS);
 
   it('does not change training: G and D are bit-identical with and without it', () => {
     const plain = new LocalTrainer(resolveConfig({ ...OPTS, gEma: undefined }, ring8), ring8);
@@ -70,7 +71,7 @@ describe('--g-ema', () => {
     expect(averaged.weightsHash()).toBe(plain.weightsHash());
     plain.dispose();
     averaged.dispose();
-  });
+  }, HEAVY_TEST_MS);
 
   it('survives a checkpoint: resumed == uninterrupted, and checkpoints load the average as the generator', () => {
     const config = resolveConfig(OPTS, ring8);
@@ -98,7 +99,7 @@ describe('--g-ema', () => {
     gen.dispose();
     straight.dispose();
     resumed.dispose();
-  });
+  }, HEAVY_TEST_MS);
 
   it('a checkpoint of a --g-ema run without its average is refused as corrupt', () => {
     const config = resolveConfig(OPTS, ring8);
@@ -118,7 +119,7 @@ describe('--g-ema', () => {
     }
     expect(err).toMatchObject({ code: 'CHECKPOINT_CORRUPT' });
     expect((err as Error).message).toContain("manifest lists no blob 'G-ema'");
-  });
+  }, HEAVY_TEST_MS);
 
   it('refuses a decay outside (0, 1) and a changed decay on resume; 0 means off', () => {
     for (const bad of [1, 1.5, -0.5]) {
@@ -130,5 +131,5 @@ describe('--g-ema', () => {
     expect(mergeResumeConfig(saved, { gEma: 0.9 }).config.train.gEma).toBe(0.9);
     const plain = resolveConfig({ ...OPTS, gEma: undefined }, ring8);
     expect(() => mergeResumeConfig(plain, { gEma: 0.999 })).toThrow(/CONFIG_CONFLICT|conflicts with the checkpoint/);
-  });
+  }, HEAVY_TEST_MS);
 });

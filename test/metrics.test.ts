@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Telemetry } from '../coordinator/metrics.ts';
 import { cleanup, makeTempDir, sleep, spawnCli, waitForEvent, waitForEvents } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 // ------------------------------------------------------------------ a strict exposition parser
 
@@ -239,8 +240,8 @@ describe('Telemetry', () => {
 
 // ------------------------------------------------------------------ a real run
 
-afterEach(cleanup);
-afterAll(cleanup);
+afterEach(cleanup, HEAVY_TEST_MS);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 describe('GET /metrics on a training coordinator', () => {
   it(

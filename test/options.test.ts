@@ -12,6 +12,7 @@ import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { buildModels } from '../shared/models.ts';
 import { PRESETS } from '../shared/presets.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let grid25: DataSource;
 let mnist: DataSource;
@@ -20,7 +21,7 @@ beforeAll(async () => {
   await initBackend('wasm');
   grid25 = loadDataSource('grid25');
   mnist = loadDataSource('mnist');
-});
+}, HEAVY_TEST_MS);
 
 function configError(fn: () => unknown): ConfigError {
   try {
@@ -72,7 +73,7 @@ describe('--width (mlp2d hidden units)', () => {
     } finally {
       t.dispose();
     }
-  });
+  }, HEAVY_TEST_MS);
 
   it('is parsed from the command line', () => {
     expect(ganOptionsFrom(parseFlags(['--width', '128'], GAN_FLAGS)).width).toBe(128);
@@ -101,7 +102,7 @@ describe('--width (mlp2d hidden units)', () => {
     const old = resolveConfig({ dataset: 'grid25' }, grid25);
     expect(mergeResumeConfig(old, { width: 64 }).config.model.width).toBeUndefined();
     expect(configError(() => mergeResumeConfig(old, { width: 128 })).code).toBe('CONFIG_CONFLICT');
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('presets', () => {
@@ -126,5 +127,5 @@ describe('presets', () => {
     const err = configError(() => opts(['--preset', 'grid52']));
     expect(err.code).toBe('UNKNOWN_PRESET');
     expect(err.message).toContain('grid25');
-  });
+  }, HEAVY_TEST_MS);
 });

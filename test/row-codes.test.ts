@@ -14,6 +14,7 @@ import { hashFloats } from '../shared/hash.ts';
 import { Sampler } from '../shared/sampler.ts';
 import { RawPeer, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
 import { cleanup, spawnCli, waitForExit } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const LIMITS: DecodeLimits = { maxFrameBytes: 64 << 20, maxFloats: 16 << 20 };
 let mnist: DataSource & { kind: 'finite' };
@@ -24,7 +25,7 @@ beforeAll(() => {
 
 afterEach(async () => {
   await cleanup();
-});
+}, HEAVY_TEST_MS);
 
 const bitsOf = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
@@ -86,7 +87,7 @@ describe('rows-u8 between a coordinator and workers', () => {
 
   afterAll(async () => {
     await c?.close();
-  });
+  }, HEAVY_TEST_MS);
 
   it('a worker listing rows-u8 gets the palette and coded rows; one that does not gets floats; the run equals gan-train', async () => {
     c = await startInProcessCoordinator({ flags: FLAGS });

@@ -34,6 +34,7 @@ import {
   type LogEvent,
   type Proc,
 } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const START_MS = 30_000;
 const RUN_MS = 60_000;
@@ -242,7 +243,7 @@ describe('status log units', () => {
     } finally {
       replica.dispose();
     }
-  });
+  }, HEAVY_TEST_MS);
 
   it('renders progress and other events as one readable line', () => {
     const line = humanLine({ event: 'progress', iteration: 120, iterations: 1000, epoch: 2, lossD: 1.3117, lossG: 0.7812, dReal: 0.55, dFake: 0.4512, workers: 2, samplesPerSec: 1234.5, computeS: 3.2, waitingS: 0.41, applyS: 0.05, mbSent: 12.34, mbReceived: 56.7, etaS: 3725 });
@@ -253,8 +254,8 @@ describe('status log units', () => {
 
 // ------------------------------------------------------------------ a real run
 
-afterEach(cleanup);
-afterAll(cleanup);
+afterEach(cleanup, HEAVY_TEST_MS);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 const TRAIN = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 

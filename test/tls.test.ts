@@ -22,6 +22,7 @@ import { GanError } from '../shared/errors.ts';
 import { classifyTlsError, describeTlsClientError, loadCaFile, loadTlsServerFiles } from '../shared/tls.ts';
 import { Worker } from '../worker/worker.ts';
 import { cleanup, eventsOf, killAll, makeTempDir, readLog, reservePort, spawnCli, waitForEvent, waitForExit, type LogEvent } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const TEST_TIMEOUT = 60_000;
 const START_MS = 30_000;
@@ -51,8 +52,8 @@ beforeAll(() => {
   ({ cert, key } = selfSigned('gan-test-coordinator', 'IP:127.0.0.1'));
   ({ cert: otherCert, key: otherKey } = selfSigned('gan-test-other', 'DNS:elsewhere.invalid'));
 });
-afterEach(() => killAll());
-afterAll(cleanup);
+afterEach(() => killAll(), HEAVY_TEST_MS);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 function codeOf(fn: () => unknown): string {
   try {
@@ -258,8 +259,8 @@ describe('wss:// between real processes', () => {
       expect(listening.url).toBe(`wss://127.0.0.1:${port}`);
       const url = `wss://127.0.0.1:${port}`;
 
-      // ~8 ms per shard keeps the run up while the other worker is turned away.
-      const good = spawnCli('worker', ['--coordinator', url, '--ca', cert, '--id', 'with-ca', '--backend', 'wasm'], { env: { ...env, GAN_TEST_SHARD_DELAY_MS: '5' }, name: 'worker with-ca' });
+      // The untrusting worker goes first, while the coordinator waits for workers: it cannot
+      // outrun a run that has not started (a 40-iteration run can be over in ~3 s).
       const bad = spawnCli('worker', ['--coordinator', url, '--id', 'no-ca', '--backend', 'wasm'], { env, name: 'worker no-ca' });
 
       // Refused: exit 2, after one attempt, saying what failed and what to do.
@@ -273,11 +274,14 @@ describe('wss:// between real processes', () => {
       expect(eventsOf(bad, 'reconnecting')).toEqual([]);
       expect(eventsOf(bad, 'welcomed')).toEqual([]);
 
-      // GET /status answers over https on the same port (what HTTPS probes use).
-      await waitForEvent(good, 'welcomed', START_MS);
+      // GET /status answers over https on the same port (what HTTPS probes use); no worker has
+      // joined yet, so the run is certainly not finished.
       const status = await getStatus(port, loadCaFile(cert)!);
       expect(status.status).toBe(200);
-      expect(status.body).toMatchObject({ iterations: 40, finished: false });
+      expect(status.body).toMatchObject({ iterations: 40, finished: false, iteration: 0 });
+
+      const good = spawnCli('worker', ['--coordinator', url, '--ca', cert, '--id', 'with-ca', '--backend', 'wasm'], { env, name: 'worker with-ca' });
+      await waitForEvent(good, 'welcomed', START_MS);
 
       const done = await waitForEvent(coordinator, 'run_finished', RUN_MS);
       expect(done).toMatchObject({ iterations: 40, stopped: false });

@@ -37,6 +37,7 @@ import {
   type LogEvent,
   type Proc,
 } from './helpers/processes.ts';
+import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const START_MS = 30_000;
 const RUN_MS = 60_000;
@@ -81,9 +82,9 @@ beforeAll(() => {
   fp16Hash = trainReference();
   // Awaited by the tests; this only keeps an early failure from being reported as unhandled.
   fp16Hash.catch(() => {});
-});
+}, HEAVY_TEST_MS);
 
-afterAll(cleanup);
+afterAll(cleanup, HEAVY_TEST_MS);
 
 describe('--wire in the config and the single-process trainer', () => {
   it('is a validated training flag that only appears in configs when it is fp16', () => {
@@ -93,7 +94,7 @@ describe('--wire in the config and the single-process trainer', () => {
     expect(resolveConfig(opts(['--wire', 'fp32']), ring8).train).not.toHaveProperty('wire');
     expect(resolveConfig(opts([]), ring8).train).not.toHaveProperty('wire');
     expect(() => resolveConfig(opts(['--wire', 'bf16']), ring8)).toThrow(/--wire must be one of fp32, fp16; got 'bf16'/);
-  });
+  }, HEAVY_TEST_MS);
 
   it('gan-train --wire fp16 computes on fp16-rounded weights and applies fp16-rounded gradients; master weights stay float32', async () => {
     await initBackend('wasm');
@@ -127,12 +128,12 @@ describe('--wire in the config and the single-process trainer', () => {
     } finally {
       for (const t of [trainer, byHand, plain]) t.dispose();
     }
-  });
+  }, HEAVY_TEST_MS);
 });
 
 describe('--wire fp16 (real processes)', () => {
   // Here, not file-wide: the unit tests above must not kill the reference gan-train started in beforeAll.
-  afterEach(cleanup);
+  afterEach(cleanup, HEAVY_TEST_MS);
 
   it(
     "gan-train's hash with 1 and with 2 workers, about half the bytes of fp32, and a worker without fp16 is refused",

@@ -29,7 +29,8 @@ const USAGE = `Usage: gan-worker --coordinator ws://<host>:<port> [options]
 Computes D and G gradients for the micro-shards the coordinator hands it. Holds no data and
 no training state: start, stop or kill workers at any time. A coordinator that refuses this
 worker (token, protocol version) or a wss:// certificate that fails verification ends it with
-exit code 2; an unreachable coordinator is retried with backoff.`;
+exit code 2; an unreachable coordinator is retried with backoff. SIGINT/SIGTERM stop it (exit 0,
+also while it waits to reconnect); a second signal forces the exit (130).`;
 
 async function main(): Promise<number> {
   const flags = { ...WORKER_FLAGS, ...COMMON_FLAGS };
@@ -61,7 +62,8 @@ async function main(): Promise<number> {
     log,
     stay: v.stay === true,
     maxRetries: v['max-retries'] === undefined ? Infinity : Number(v['max-retries']),
-    backoff: DEFAULT_BACKOFF,
+    // Test hook: GAN_TEST_BACKOFF_MS=<ms> waits that long before every reconnect (a test stops a worker mid-wait).
+    backoff: Number(process.env.GAN_TEST_BACKOFF_MS ?? 0) > 0 ? { initialMs: Number(process.env.GAN_TEST_BACKOFF_MS), maxMs: Number(process.env.GAN_TEST_BACKOFF_MS) } : DEFAULT_BACKOFF,
     idleTimeoutMs: 30000,
     // Test hooks (never set them in production): GAN_TEST_SHARD_DELAY_MS delays every result
     // (a straggler); GAN_TEST_CORRUPT_GRADIENT=<scale> multiplies every gradient by (1 + scale),
@@ -72,7 +74,16 @@ async function main(): Promise<number> {
     ca,
   });
   installSocketErrorGuard(log);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => worker.stop());
+  // The first SIGINT/SIGTERM stops the worker: at once when it is waiting to reconnect, else once
+  // its connection is closed (exit 0, worker_finished). A second one forces the exit.
+  let signals = 0;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      if (++signals > 1) process.exit(130);
+      log.info({ event: 'stopping', signal: sig }, 'stopping (signal again to force)');
+      worker.stop(sig);
+    });
+  }
   const code = await worker.run();
   // The log line has the details; this one is for a person watching the terminal or journal.
   if (worker.fatal) process.stderr.write(`error [${worker.fatal.code}]: ${worker.fatal.reason}\n`);

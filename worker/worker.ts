@@ -89,6 +89,10 @@ export class Worker {
   private pumping = false;
   private ws: WebSocket | null = null;
   private stopped = false;
+  /** The signal that stopped the worker, for its worker_finished line. */
+  private signal: string | null = null;
+  /** Ends the current reconnect backoff wait early (set only while run() waits). */
+  private wakeBackoff: (() => void) | null = null;
   private shardsDone = 0;
   private computeMsTotal = 0;
   private reconnects = 0;
@@ -114,7 +118,7 @@ export class Worker {
     while (!this.stopped) {
       const outcome = await this.connectOnce();
       if (outcome.kind === 'finished' && !this.opts.stay) {
-        this.log.info({ event: 'worker_finished', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), reconnects: this.reconnects }, 'the coordinator finished the run; exiting');
+        this.log.info({ event: 'worker_finished', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), reconnects: this.reconnects, stopped: false }, 'the coordinator finished the run; exiting');
         return 0;
       }
       if (outcome.kind === 'fatal') {
@@ -141,16 +145,32 @@ export class Worker {
       // Jitter keeps a fleet of workers from reconnecting in lockstep after a coordinator restart.
       const wait = Math.round(delay * (0.75 + 0.5 * Math.random()));
       this.log.info({ event: 'reconnecting', inMs: wait, attempt: failures + 1, url: this.opts.url, reason: outcome.reason }, `reconnecting in ${wait} ms`);
-      await new Promise((r) => setTimeout(r, wait));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, wait);
+        // stop() ends the wait at once: a worker stopped while the coordinator is away exits now.
+        this.wakeBackoff = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
+      this.wakeBackoff = null;
+      if (this.stopped) break;
       delay = Math.min(this.opts.backoff.maxMs, delay * 2);
       this.reconnects++;
     }
+    this.log.info(
+      { event: 'worker_finished', shardsDone: this.shardsDone, meanShardMs: this.meanShardMs(), reconnects: this.reconnects, stopped: true, ...(this.signal ? { signal: this.signal } : {}) },
+      `stopped${this.signal ? ` by ${this.signal}` : ''}; exiting`,
+    );
     return 0;
   }
 
-  stop(): void {
+  /** Stops the worker: run() returns 0 once the current connection is closed, or at once from a backoff wait. */
+  stop(signal?: string): void {
     this.stopped = true;
+    this.signal ??= signal ?? null;
     this.ws?.close(1000, 'WORKER_STOPPING');
+    this.wakeBackoff?.();
   }
 
   private send(ws: WebSocket, msg: Outgoing<Message>): void {
