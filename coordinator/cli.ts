@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { ganOptionsFrom, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { mergeResumeConfig, resolveConfig, type GanConfig } from '../shared/config.ts';
@@ -43,6 +44,8 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined, env);
   const tls = loadTlsServerFiles(typeof v['tls-cert'] === 'string' ? v['tls-cert'] : undefined, typeof v['tls-key'] === 'string' ? v['tls-key'] : undefined);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   const opts = ganOptionsFrom(v);
   let config: GanConfig;
   let snapshot: TrainingSnapshot | undefined;

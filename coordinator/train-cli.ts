@@ -4,6 +4,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { ganOptionsFrom, parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig } from '../shared/config.ts';
@@ -29,6 +30,8 @@ runMain(async () => {
   mkdirSync(runDir, { recursive: true });
   writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
 
   const trainer = new LocalTrainer(config, source);
   const progress = new ProgressTracker(config.train.batchSize);

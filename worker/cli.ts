@@ -4,6 +4,7 @@
 import { hostname } from 'node:os';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -32,6 +33,8 @@ async function main(): Promise<number> {
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
   log.info({ event: 'worker_started', backend: backend.name, backendSkipped: backend.skipped, url, auth: token ? 'token' : 'none', tls: url.startsWith('wss://') ? (ca ? 'ca-file' : 'system-ca') : 'none' }, 'worker started');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   if (Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0)) {
     log.warn({ event: 'warning', code: 'TEST_CORRUPT_GRADIENT', scale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT) }, 'test hook GAN_TEST_CORRUPT_GRADIENT is set: this worker returns wrong gradients');
   }
