@@ -2,4 +2,8 @@
 // npm start. TypeScript is run through tsx's loader, so there is no build step to go stale.
 import { register } from 'tsx/esm/api';
 register();
-await import('../coordinator/demo.ts');
+// -h, --help and --version are answered from the flag table alone, before the CLI (and with it
+// tfjs, a second or more) is loaded.
+const { answerInfoFlags } = await import('../shared/cli.ts');
+const { DEMO_CLI } = await import('../coordinator/cli-specs.ts');
+if (!answerInfoFlags(DEMO_CLI, process.argv.slice(2))) await import('../coordinator/demo.ts');

@@ -2,4 +2,8 @@
 // The CLIs are TypeScript run through tsx's loader, so there is no build step to go stale.
 import { register } from 'tsx/esm/api';
 register();
-await import('../worker/cli.ts');
+// -h, --help and --version are answered from the flag table alone, before the CLI (and with it
+// tfjs, a second or more) is loaded.
+const { answerInfoFlags } = await import('../shared/cli.ts');
+const { WORKER_CLI } = await import('../worker/cli-spec.ts');
+if (!answerInfoFlags(WORKER_CLI, process.argv.slice(2))) await import('../worker/cli.ts');

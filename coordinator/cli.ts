@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
-import { COMMON_FLAGS, GAN_FLAGS, ganOptionsFrom, helpText, parseFlags, type FlagTable, type FlagValues } from '../shared/cli.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
+import { ganOptionsFrom, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { mergeResumeConfig, resolveConfig, type GanConfig } from '../shared/config.ts';
 import type { TrainingSnapshot } from '../shared/training-state.ts';
@@ -16,39 +17,13 @@ import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
 import { createPeriodicEvaluation, DEFAULT_PERIODIC_SAMPLES } from '../shared/eval/periodic.ts';
+import { COORDINATOR_CLI } from './cli-specs.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';
 
-export const COORDINATOR_FLAGS: FlagTable = {
-  host: { type: 'string', help: 'address to listen on', defaultText: '0.0.0.0 with a token, 127.0.0.1 without' },
-  port: { type: 'string', kind: 'int', help: 'TCP port for workers and HTTP (0: any free port)', defaultText: '8600' },
-  'run-dir': { type: 'string', help: 'run directory: config.json, log.jsonl, samples/', defaultText: 'runs/default' },
-  'token-file': { type: 'string', help: 'file whose first line is the shared worker token (else GAN_TOKEN)' },
-  insecure: { type: 'boolean', help: 'allow listening beyond loopback without a token' },
-  'sample-every': { type: 'string', kind: 'int', help: 'sample grid every N iterations (0: only at the end)', defaultText: '200' },
-  'eval-every': { type: 'string', kind: 'int', help: 'evaluate G every N iterations and at the end, logged as `eval` events (gan-eval\'s metrics; 0: off)', defaultText: '0' },
-  'eval-samples': { type: 'string', kind: 'int', help: 'samples per --eval-every evaluation', defaultText: String(DEFAULT_PERIODIC_SAMPLES) },
-  'checkpoint-every': { type: 'string', kind: 'int', help: 'checkpoint every N iterations (0: only at the end and on SIGINT/SIGTERM)', defaultText: '100' },
-  'keep-checkpoints': { type: 'string', kind: 'int', help: 'keep the newest K checkpoints', defaultText: '3' },
-  resume: { type: 'boolean', help: 'continue from the newest valid checkpoint in --run-dir (or --resume <path>)' },
-  'resume-from': { type: 'string', help: 'a run directory or one checkpoint directory to resume from' },
-  'auto-resume': { type: 'boolean', help: 'resume if --run-dir holds checkpoints, else start a new run (for systemd, Docker, Kubernetes restarts)' },
-  'tls-cert': { type: 'string', help: 'PEM certificate (chain): serve wss:// and https (needs --tls-key)' },
-  'tls-key': { type: 'string', help: 'PEM private key of --tls-cert' },
-  'log-every': { type: 'string', kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
-  'status-interval': { type: 'string', kind: 'number', help: '...and at least every s seconds while iterations complete', defaultText: '30' },
-  pretty: { type: 'boolean', help: 'human-readable log on stdout (default when stdout is a terminal; log.jsonl stays JSON)' },
-  'straggler-factor': { type: 'string', kind: 'number', help: 'duplicate a shard out longer than this x its expected time', defaultText: '3' },
-  'straggler-min-ms': { type: 'string', kind: 'int', help: '...and out at least this long', defaultText: '2000' },
-  'verify-fraction': { type: 'string', kind: 'number', help: 'recompute this fraction of shards (0..1, drawn from the seed) on a second worker and compare bit for bit; a worker that differs is banned', defaultText: '0' },
-};
-
-const USAGE = `Usage: gan-coordinator [options]
-
-Holds the master G and D, hands micro-shards of every minibatch to workers that join over
-WebSockets (gan-worker --coordinator ws://<host>:<port>; wss:// with --tls-cert/--tls-key),
-averages their gradients in shard order and applies Algorithm 1 (k D-steps, then a G-step).
-Deploying on several machines: docs/operations.md.`;
+// The flag tables and help live in cli-specs.ts (no tfjs there: bin/gan-coordinator.js answers
+// --help and --version from them before loading this module).
+export { COORDINATOR_FLAGS, resumeArgs } from './cli-specs.ts';
 
 export interface CoordinatorRun {
   coordinator: Coordinator;
@@ -71,6 +46,8 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined, env);
   const tls = loadTlsServerFiles(typeof v['tls-cert'] === 'string' ? v['tls-cert'] : undefined, typeof v['tls-key'] === 'string' ? v['tls-key'] : undefined);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   const opts = ganOptionsFrom(v);
   let config: GanConfig;
   let snapshot: TrainingSnapshot | undefined;
@@ -152,26 +129,11 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   return { coordinator, log, done };
 }
 
-/** `--resume <path>` is accepted as a spelling of `--resume-from <path>`; bare `--resume` means latest. */
-export function resumeArgs(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--resume' && i + 1 < argv.length && !argv[i + 1].startsWith('--')) {
-      out.push('--resume-from', argv[++i]);
-    } else out.push(argv[i]);
-  }
-  return out;
-}
-
 const isMain = process.argv[1] && /gan-coordinator(\.js)?$|coordinator[\\/]cli\.ts$/.test(process.argv[1]);
 if (isMain) {
   runMain(async () => {
-    const flags = { ...GAN_FLAGS, ...COORDINATOR_FLAGS, ...COMMON_FLAGS };
-    const v = parseFlags(resumeArgs(process.argv.slice(2)), flags);
-    if (v.help) {
-      process.stdout.write(helpText(USAGE, flags));
-      return 0;
-    }
+    const v = parseCli(COORDINATOR_CLI, process.argv.slice(2));
+    if (printInfo(COORDINATOR_CLI, v)) return 0;
     const { coordinator, log, done } = await startCoordinator(v);
     installSocketErrorGuard(log);
     let signals = 0;

@@ -8,32 +8,16 @@ import { randomBytes } from 'node:crypto';
 import { openSync, readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { COMMON_FLAGS, GAN_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { startCoordinator } from './cli.ts';
-
-const DEMO_FLAGS: FlagTable = {
-  'run-dir': { type: 'string', help: 'run directory', defaultText: 'runs/demo-<date>-<time>' },
-  workers: { type: 'string', kind: 'int', help: 'local worker processes to start', defaultText: '2' },
-};
-
-/**
- * lr 1e-3 with one-sided label smoothing 0.1 (the mnist preset's optimizer settings) gives
- * recognisable digits by iteration 1,500, where the default lr 2e-4 still draws blobs; the
- * sample grids come from the moving average of G (--g-ema, as in the preset), which smooths
- * away most of the speckle a single step's G draws.
- */
-const DEMO_DEFAULTS = { dataset: 'mnist', model: 'mlp-small', iterations: '1500', 'sample-every': '250', lr: '1e-3', 'label-smoothing': '0.1', 'g-ema': '0.999' };
+import { DEMO_CLI, DEMO_DEFAULTS } from './cli-specs.ts';
 
 const WORKER_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'gan-worker.js');
 
 runMain(async () => {
-  const flags = { ...GAN_FLAGS, ...DEMO_FLAGS, ...COMMON_FLAGS };
-  const v = parseFlags(process.argv.slice(2), flags);
-  if (v.help) {
-    process.stdout.write(helpText('Usage: npm start [-- options]\n\nThe demo: a coordinator and local workers training on MNIST digits.', flags));
-    return 0;
-  }
+  const v = parseCli(DEMO_CLI, process.argv.slice(2));
+  if (printInfo(DEMO_CLI, v)) return 0;
   // A fresh directory per demo: a run directory with checkpoints only continues with --resume.
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const runDir = resolve(String(v['run-dir'] ?? `runs/demo-${stamp}`));

@@ -8,31 +8,14 @@
  */
 import { resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
-import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { loadDataSource } from '../shared/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { DEFAULT_CLASSIFIER_DIR } from '../shared/eval/classifier.ts';
-import { DEFAULT_IMAGE_SAMPLES, DEFAULT_MIXTURE_SAMPLES, Evaluator, flatMetrics, formatReport } from '../shared/eval/evaluate.ts';
+import { Evaluator, flatMetrics, formatReport } from '../shared/eval/evaluate.ts';
+import { EVAL_CLI } from './cli-specs.ts';
 import { exportDirOf, loadGeneratorFromCheckpoint, loadGeneratorFromExport, type LoadedGenerator } from './eval-load.ts';
-
-const EVAL_FLAGS: FlagTable = {
-  export: { type: 'string', help: 'an export directory (gan.json, generator/) or a run directory holding export/' },
-  checkpoint: { type: 'string', help: 'a run directory (its newest valid checkpoint) or one checkpoint directory' },
-  samples: { type: 'string', kind: 'int', help: 'samples to generate', defaultText: `${DEFAULT_MIXTURE_SAMPLES} for 2-D mixtures, ${DEFAULT_IMAGE_SAMPLES} for images` },
-  seed: { type: 'string', kind: 'int', help: 'evaluation noise seed', defaultText: '1' },
-  labels: { type: 'string', help: 'conditional models: comma-separated labels to generate (cycled)', defaultText: 'every class' },
-  classifier: { type: 'string', help: 'classifier directory for image scores', defaultText: 'models/classifier' },
-  dataset: { type: 'string', help: "data source for the real-data ceiling and reference, when the run's is not reachable here", defaultText: "the run's" },
-  json: { type: 'boolean', help: 'print the full report as JSON instead of a table' },
-};
-
-const USAGE = `Usage: gan-eval (--export <dir> | --checkpoint <path>) [options]
-
-Evaluates a trained generator and prints each score beside its real-data ceiling:
-  2-D mixtures   modes captured, high-quality share (within 3 std of a mode), reverse KL
-  images         Inception Score and Fréchet distance with the shipped MNIST classifier
-  conditional    the classifier's accuracy on samples generated for each requested label`;
 
 const MAX_SAMPLES = 200_000;
 
@@ -45,12 +28,8 @@ function parseLabels(text: string): number[] {
 }
 
 runMain(async () => {
-  const flags = { ...EVAL_FLAGS, ...COMMON_FLAGS };
-  const v = parseFlags(process.argv.slice(2), flags);
-  if (v.help) {
-    process.stdout.write(helpText(USAGE, flags));
-    return 0;
-  }
+  const v = parseCli(EVAL_CLI, process.argv.slice(2));
+  if (printInfo(EVAL_CLI, v)) return 0;
   const exportPath = typeof v.export === 'string' && v.export !== '' ? v.export : null;
   const ckptPath = typeof v.checkpoint === 'string' && v.checkpoint !== '' ? v.checkpoint : null;
   if ((exportPath === null) === (ckptPath === null)) {

@@ -9,33 +9,20 @@
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend.ts';
-import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { loadExportedModel, readExportMeta } from '../shared/export.ts';
 import { imageGrid, scatterPlot, writePng } from '../shared/png.ts';
 import { deriveSeed, normalArray, STREAM } from '../shared/rng.ts';
-
-const SAMPLE_FLAGS: FlagTable = {
-  export: { type: 'string', help: 'export directory (holds gan.json, generator/, discriminator/)' },
-  out: { type: 'string', help: 'PNG to write', defaultText: 'samples.png' },
-  count: { type: 'string', kind: 'int', help: 'samples to draw', defaultText: '64 (1000 for 2-D data)' },
-  seed: { type: 'string', kind: 'int', help: 'noise seed', defaultText: "the run's seed" },
-  label: { type: 'string', kind: 'int', help: 'conditional models: class of every sample (default: grid row r shows class r % classes)' },
-};
-
-const USAGE = 'Usage: gan-sample --export <dir> [options]\n\nWrites a PNG of samples from an exported generator and prints its path.';
+import { SAMPLE_CLI } from './cli-specs.ts';
 
 const MAX_COUNT = 100_000;
 const SCATTER_RANGE = 5;
 
 runMain(async () => {
-  const flags = { ...SAMPLE_FLAGS, ...COMMON_FLAGS };
-  const v = parseFlags(process.argv.slice(2), flags);
-  if (v.help) {
-    process.stdout.write(helpText(USAGE, flags));
-    return 0;
-  }
+  const v = parseCli(SAMPLE_CLI, process.argv.slice(2));
+  if (printInfo(SAMPLE_CLI, v)) return 0;
   if (typeof v.export !== 'string' || v.export === '') {
     throw new ConfigError('CLI_MISSING_EXPORT', '--export <dir> is required: the directory an export wrote (gan.json, generator/, discriminator/)');
   }

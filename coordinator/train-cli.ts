@@ -4,7 +4,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
-import { COMMON_FLAGS, GAN_FLAGS, ganOptionsFrom, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
+import { ganOptionsFrom, parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig } from '../shared/config.ts';
 import { loadDataSource } from '../shared/data/index.ts';
@@ -13,22 +14,11 @@ import { createLogger } from '../shared/log.ts';
 import { LocalTrainer } from './local-trainer.ts';
 import { ProgressTracker, roundRecord } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
-
-const TRAIN_FLAGS: FlagTable = {
-  'run-dir': { type: 'string', help: 'where config.json, log.jsonl and samples/ go', defaultText: 'runs/local' },
-  'sample-every': { type: 'string', kind: 'int', help: 'write a sample grid every N iterations (0: only at the end)', defaultText: '200' },
-  'log-every': { type: 'string', kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
-};
-
-const USAGE = 'Usage: gan-train [options]\n\nTrains G and D in one process (Algorithm 1, same micro-shards as distributed mode).';
+import { TRAIN_CLI } from './cli-specs.ts';
 
 runMain(async () => {
-  const flags = { ...GAN_FLAGS, ...TRAIN_FLAGS, ...COMMON_FLAGS };
-  const v = parseFlags(process.argv.slice(2), flags);
-  if (v.help) {
-    process.stdout.write(helpText(USAGE, flags));
-    return 0;
-  }
+  const v = parseCli(TRAIN_CLI, process.argv.slice(2));
+  if (printInfo(TRAIN_CLI, v)) return 0;
   const runDir = resolve(String(v['run-dir'] ?? 'runs/local'));
   const sampleEvery = Number(v['sample-every'] ?? 200);
   const logEvery = Math.max(1, Number(v['log-every'] ?? 20));
@@ -41,6 +31,8 @@ runMain(async () => {
   mkdirSync(runDir, { recursive: true });
   writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
 
   const trainer = new LocalTrainer(config, source);
   const progress = new ProgressTracker(config.train.batchSize);

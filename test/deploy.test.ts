@@ -299,7 +299,7 @@ describe('deploy/compose.yaml', () => {
   it('parses; both services build this repository with deploy/Dockerfile into one image', () => {
     expect(Object.keys(compose.services).sort()).toEqual(['coordinator', 'worker']);
     for (const [name, s] of Object.entries(compose.services)) {
-      expect(s.image, name).toBe('gan-distributed:latest');
+      expect(s.image, name).toBe(`gan-distributed:${(JSON.parse(read('package.json')) as { version: string }).version}`);
       expect(s.build, name).toBeDefined();
       const context = resolve(DEPLOY, s.build!.context);
       expect(context).toBe(ROOT);
@@ -375,7 +375,7 @@ describe('deploy/k8s', () => {
     expect(found, `${kind} ${name ?? ''}`).toHaveLength(1);
     return found[0];
   };
-  const sts = one('StatefulSet');
+  const job = one('Job');
   const dep = one('Deployment');
   const secret = one('Secret');
   const kustomization = one('Kustomization');
@@ -409,23 +409,30 @@ describe('deploy/k8s', () => {
   });
 
   it('every command and flag is one the CLIs accept', () => {
-    const c = parseCommand(commandIn(argvOf(sts), 'k8s StatefulSet'));
+    const c = parseCommand(commandIn(argvOf(job), 'k8s Job'));
     const w = parseCommand(commandIn(argvOf(dep), 'k8s Deployment'));
-    expect(commandIn(argvOf(sts), '').cli).toBe('gan-coordinator');
+    expect(commandIn(argvOf(job), '').cli).toBe('gan-coordinator');
     expect(commandIn(argvOf(dep), '').cli).toBe('gan-worker');
     expect(c['auto-resume']).toBe(true);
     expect(c.host).toBe('0.0.0.0');
     expect(w.stay).toBe(true);
   });
 
-  it('coordinator: one replica, run directory on its persistent volume, probes on GET /status of its port, a Service in front', () => {
-    const c = parseCommand(commandIn(argvOf(sts), 'k8s StatefulSet'));
-    expect(sts.spec.replicas).toBe(1);
-    expect(matches(sts.spec.selector.matchLabels, sts.spec.template.metadata.labels)).toBe(true);
-    const governing = one('Service', sts.spec.serviceName);
-    expect(governing.spec.clusterIP).toBe('None');
+  it('coordinator: a Job (a finite run ends, it is not restarted), one pod, run directory on a persistent volume, probes on GET /status of its port, a Service in front', () => {
+    const c = parseCommand(commandIn(argvOf(job), 'k8s Job'));
+    expect(job.apiVersion).toBe('batch/v1');
+    // A StatefulSet (or Deployment) restarts a coordinator whose run is over, forever.
+    expect(objects.filter((o) => o.kind === 'StatefulSet')).toHaveLength(0);
+    expect(job.spec.parallelism).toBe(1);
+    expect(job.spec.completions).toBe(1);
+    // A crash restarts the container in place and --auto-resume continues; exit 0 completes the Job.
+    expect(podOf(job).restartPolicy).toBe('OnFailure');
+    expect(c['auto-resume']).toBe(true);
+    expect(job.spec.backoffLimit).toBeGreaterThanOrEqual(1);
+    // Only the Job's own (generated) selector: a hand-written one would need manualSelector.
+    expect(job.spec.selector).toBeUndefined();
 
-    const container = containerOf(sts);
+    const container = containerOf(job);
     const port = (container.ports as { name: string; containerPort: number }[]).find((p) => p.containerPort === Number(c.port));
     expect(port, `containerPort ${c.port}`).toBeDefined();
     for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
@@ -434,25 +441,45 @@ describe('deploy/k8s', () => {
       expect([port!.name, port!.containerPort], probe).toContain(p.httpGet.port);
     }
 
-    const run = mountOf(sts, String(c['run-dir']));
-    const claims = (sts.spec.volumeClaimTemplates as { metadata: { name: string }; spec: { accessModes: string[] } }[]).map((t) => t.metadata.name);
-    expect(claims).toContain(run.mount.name);
-    const token = mountOf(sts, String(c['token-file']));
+    // The run directory (checkpoints) outlives the pod: what --auto-resume resumes from.
+    const run = mountOf(job, String(c['run-dir']));
+    const claim = one('PersistentVolumeClaim', run.volume?.persistentVolumeClaim?.claimName);
+    expect(claim.spec.accessModes).toContain('ReadWriteOnce');
+    const token = mountOf(job, String(c['token-file']));
     expect(token.volume.secret.secretName).toBe(secret.metadata.name);
     expect(Object.keys(secret.stringData!)).toContain(token.rest);
 
     // The client-facing Service selects the coordinator pod and forwards the port.
-    const services = objects.filter((o) => o.kind === 'Service' && o.spec.clusterIP !== 'None');
+    const services = objects.filter((o) => o.kind === 'Service');
     expect(services).toHaveLength(1);
     const svc = services[0];
-    expect(matches(svc.spec.selector, sts.spec.template.metadata.labels)).toBe(true);
+    expect(svc.spec.clusterIP).not.toBe('None');
+    expect(matches(svc.spec.selector, job.spec.template.metadata.labels)).toBe(true);
     const sp = (svc.spec.ports as { port: number; targetPort: string | number }[])[0];
     expect([port!.name, port!.containerPort]).toContain(sp.targetPort);
-    expect(sts.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
+    expect(podOf(job).terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
+  });
+
+  it('one image tag everywhere: the manifests, compose, the Dockerfile and the docs build and pull gan-distributed:<package version>', () => {
+    const image = `gan-distributed:${(JSON.parse(read('package.json')) as { version: string }).version}`;
+    for (const o of [job, dep]) expect(containerOf(o).image, `${o.kind} ${o.metadata.name}`).toBe(image);
+    // A pinned tag: IfNotPresent is then safe (a node never runs a stale :latest).
+    for (const o of [job, dep]) expect(containerOf(o).imagePullPolicy).toBe('IfNotPresent');
+    const compose = parseYaml(read('deploy/compose.yaml'), { merge: true }) as { services: Record<string, ComposeService> };
+    for (const [name, s] of Object.entries(compose.services)) expect(s.image, `compose ${name}`).toBe(image);
+    for (const file of ['deploy/Dockerfile', 'deploy/compose.yaml', ...files.map((f) => `deploy/k8s/${f}`), 'docs/operations.md', 'README.md']) {
+      const text = read(file);
+      // Every tagged reference names the one tag (placeholders like <new> aside)...
+      for (const m of text.matchAll(/(?<![\w./-])gan-distributed:([\w.-]+)/g)) expect(m[0], file).toBe(image);
+      // ...and every docker build / docker run line uses a tagged reference.
+      for (const line of text.split('\n').filter((l) => /\bdocker (build|run)\b/.test(l))) {
+        expect(line, `${file}: ${line.trim()}`).toContain(image);
+      }
+    }
   });
 
   it('workers: a Deployment that reaches the coordinator Service with the same token Secret', () => {
-    const c = parseCommand(commandIn(argvOf(sts), 'k8s StatefulSet'));
+    const c = parseCommand(commandIn(argvOf(job), 'k8s Job'));
     const w = parseCommand(commandIn(argvOf(dep), 'k8s Deployment'));
     expect(dep.spec.replicas).toBeGreaterThanOrEqual(1);
     expect(matches(dep.spec.selector.matchLabels, dep.spec.template.metadata.labels)).toBe(true);

@@ -4,41 +4,23 @@
 import { hostname } from 'node:os';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
-import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { backendChoiceLine } from '../shared/backend-choice.ts';
+import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createLogger } from '../shared/log.ts';
 import { loadCaFile } from '../shared/tls.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { DEFAULT_BACKOFF, Worker } from './worker.ts';
+import { WORKER_CLI } from './cli-spec.ts';
 
-export const WORKER_FLAGS: FlagTable = {
-  coordinator: { type: 'string', help: 'coordinator URL, e.g. ws://host:8600' },
-  'token-file': { type: 'string', help: 'file whose first line is the shared token (else GAN_TOKEN)' },
-  id: { type: 'string', help: 'worker id shown in the coordinator log', defaultText: '<hostname>-<pid>' },
-  stay: { type: 'boolean', help: 'keep waiting for the next run when the coordinator finishes one' },
-  'max-retries': { type: 'string', kind: 'int', help: 'give up after N failed connection attempts in a row', defaultText: 'never give up' },
-  'status-interval': { type: 'string', kind: 'number', help: 'worker_progress line at least every s seconds while computing (and every 500 shards)', defaultText: '15' },
-  pretty: { type: 'boolean', help: 'human-readable log on stdout (default when stdout is a terminal)' },
-  ca: { type: 'string', help: "PEM file with the CA (or self-signed certificate) to trust for a wss:// coordinator", defaultText: "the system's CAs" },
-};
-
-const USAGE = `Usage: gan-worker --coordinator ws://<host>:<port> [options]
-       gan-worker --coordinator wss://<host>:<port> [--ca <file>] [options]
-
-Computes D and G gradients for the micro-shards the coordinator hands it. Holds no data and
-no training state: start, stop or kill workers at any time. A coordinator that refuses this
-worker (token, protocol version) or a wss:// certificate that fails verification ends it with
-exit code 2; an unreachable coordinator is retried with backoff. SIGINT/SIGTERM stop it (exit 0,
-also while it waits to reconnect); a second signal forces the exit (130).`;
+// The flag table and help live in cli-spec.ts (no tfjs there: bin/gan-worker.js answers --help
+// and --version from it before loading this module).
+export { WORKER_FLAGS } from './cli-spec.ts';
 
 async function main(): Promise<number> {
-  const flags = { ...WORKER_FLAGS, ...COMMON_FLAGS };
-  const v = parseFlags(process.argv.slice(2), flags);
-  if (v.help) {
-    process.stdout.write(helpText(USAGE, flags));
-    return 0;
-  }
+  const v = parseCli(WORKER_CLI, process.argv.slice(2));
+  if (printInfo(WORKER_CLI, v)) return 0;
   const url = typeof v.coordinator === 'string' ? v.coordinator : process.env.GAN_COORDINATOR;
   if (!url) throw new ConfigError('NO_COORDINATOR', 'say where the coordinator is: --coordinator ws://<host>:<port> (or GAN_COORDINATOR)');
   if (!/^wss?:\/\//.test(url)) throw new ConfigError('BAD_COORDINATOR_URL', `--coordinator must be a ws:// or wss:// URL; got '${url}'`);
@@ -51,6 +33,8 @@ async function main(): Promise<number> {
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
   log.info({ event: 'worker_started', backend: backend.name, backendSkipped: backend.skipped, url, auth: token ? 'token' : 'none', tls: url.startsWith('wss://') ? (ca ? 'ca-file' : 'system-ca') : 'none' }, 'worker started');
+  const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
+  log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   if (Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0)) {
     log.warn({ event: 'warning', code: 'TEST_CORRUPT_GRADIENT', scale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT) }, 'test hook GAN_TEST_CORRUPT_GRADIENT is set: this worker returns wrong gradients');
   }

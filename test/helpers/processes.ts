@@ -20,6 +20,8 @@ export const BINS = {
   worker: join(ROOT, 'bin', 'gan-worker.js'),
   train: join(ROOT, 'bin', 'gan-train.js'),
   eval: join(ROOT, 'bin', 'gan-eval.js'),
+  sample: join(ROOT, 'bin', 'gan-sample.js'),
+  demo: join(ROOT, 'bin', 'gan-demo.js'),
 } as const;
 export type CliName = keyof typeof BINS;
 
