@@ -11,6 +11,7 @@ import '@tensorflow/tfjs-backend-cpu';
 // them all; without it tf.variableGrads fails with "gradient function not found".
 import '@tensorflow/tfjs-layers';
 import { ConfigError } from './errors.ts';
+import { registerTileGradient, registerWasmTile } from './tile.ts';
 import { registerWasmConvGradients } from './wasm-conv-gradients.ts';
 
 export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
@@ -98,6 +99,7 @@ async function tryLoad(name: BackendName): Promise<string | null> {
     if (ok && name === 'wasm') {
       transposeBeforeWasmMatMul();
       registerWasmConvGradients();
+      registerWasmTile();
     }
     return ok ? null : `tf.setBackend('${name}') returned false`;
   } catch (err) {
@@ -113,6 +115,8 @@ async function tryLoad(name: BackendName): Promise<string | null> {
 export async function initBackend(choice: BackendChoice = 'auto'): Promise<BackendReport> {
   // The "install the node backend" banner is noise in a status log; PROD silences it.
   tf.env().set('PROD', true);
+  // On every backend, so all of them differentiate tf.tile (LayerNormalization) the same way.
+  registerTileGradient();
   if (choice !== 'auto') {
     if (!(BACKENDS as readonly string[]).includes(choice)) {
       throw new ConfigError('BAD_BACKEND', `--backend must be one of auto, ${BACKENDS.join(', ')}; got '${choice}'`);
