@@ -38,7 +38,7 @@ class KernelRunner {
   private readonly temps: Info[] = [];
   constructor(private readonly backend: WasmBackend) {}
 
-  run(kernelName: string, inputs: Record<string, Info>, attrs: Record<string, unknown> = {}, keep = false): Info {
+  run(kernelName: string, inputs: Record<string, Info> | Info[], attrs: Record<string, unknown> = {}, keep = false): Info {
     const kernel = tf.getKernel(kernelName, 'wasm');
     if (!kernel) throw new Error(`wasm-conv-gradients: the wasm backend has no ${kernelName} kernel`);
     const out = kernel.kernelFunc({ inputs, backend: this.backend, attrs } as never) as Info;
@@ -147,42 +147,63 @@ interface InputAttrs {
 }
 
 /**
- * The phase-split filter for the input gradient: out[t, u, co, (rh, rw, ci)] =
- * W[rh + (T-1-t)*s, rw + (U-1-u)*s, ci, co] (zero where the tap is past the kernel).
+ * Writes the flipped taps of phase (rh, rw) of W [KH, KW, Cin, Cout] into dst, laid out as a
+ * filter [T, U, Cout, outCh] at channels chan .. chan+Cin-1: dst[t, u, co, chan + ci] =
+ * W[rh + (T-1-t)*s, rw + (U-1-u)*s, ci, co]. Taps past the kernel are left as they are (zero).
  */
-function phaseFilter(backend: WasmBackend, filter: Info, s: number, taps: [number, number]): Info {
-  const [kh, kw, cin, cout] = filter.shape;
-  const [T, U] = taps;
-  const src = backend.readSync(filter.dataId);
-  const out = backend.makeOutput([T, U, cout, s * s * cin], 'float32');
-  const dst = backend.typedArrayFromHeap(out);
-  dst.fill(0);
-  const outCh = s * s * cin;
+function writePhaseTaps(src: Float32Array, shape: number[], s: number, rh: number, rw: number, T: number, U: number, dst: Float32Array, outCh: number, chan: number): void {
+  const [kh, kw, cin, cout] = shape;
   for (let t = 0; t < T; t++) {
-    for (let rh = 0; rh < s; rh++) {
-      const i = rh + (T - 1 - t) * s;
-      if (i >= kh) continue;
-      for (let u = 0; u < U; u++) {
-        for (let rw = 0; rw < s; rw++) {
-          const j = rw + (U - 1 - u) * s;
-          if (j >= kw) continue;
-          const srcBase = (i * kw + j) * cin * cout;
-          const dstBase = (t * U + u) * cout * outCh + (rh * s + rw) * cin;
-          for (let ci = 0; ci < cin; ci++) {
-            const sRow = srcBase + ci * cout;
-            for (let co = 0; co < cout; co++) dst[dstBase + co * outCh + ci] = src[sRow + co];
-          }
-        }
+    const i = rh + (T - 1 - t) * s;
+    if (i >= kh) continue;
+    for (let u = 0; u < U; u++) {
+      const j = rw + (U - 1 - u) * s;
+      if (j >= kw) continue;
+      const srcBase = (i * kw + j) * cin * cout;
+      const dstBase = (t * U + u) * cout * outCh + chan;
+      for (let ci = 0; ci < cin; ci++) {
+        const sRow = srcBase + ci * cout;
+        for (let co = 0; co < cout; co++) dst[dstBase + co * outCh + ci] = src[sRow + co];
       }
     }
   }
+}
+
+/** A zeroed float32 wasm tensor and a view of it; `fill` writes through views taken after allocation. */
+function newFilter(backend: WasmBackend, shape: number[], filter: Info, fill: (src: Float32Array, dst: Float32Array) => void): Info {
+  const out = backend.makeOutput(shape, 'float32');
+  // Views only after makeOutput: allocating may grow (and detach) the wasm heap.
+  const dst = backend.typedArrayFromHeap(out);
+  dst.fill(0);
+  fill(backend.typedArrayFromHeap(filter), dst);
   return out;
 }
 
+/** [N*M, Mw, s, s*C] -> [N*M, s, Mw, s*C] = [N, M*s, Mw*s, C]: DepthToSpace(s) as one 4-D transpose (the wasm DepthToSpace kernel is ~7x slower). */
+function interleavePhases(r: KernelRunner, y: Info, s: number, cin: number): Info {
+  const [n, mh, mw] = y.shape;
+  if (s === 1) return y;
+  const y4 = r.run('Reshape', { x: y }, { shape: [n * mh, mw, s, s * cin] });
+  const yt = r.run('Transpose', { x: y4 }, { perm: [0, 2, 1, 3] });
+  return r.run('Reshape', { x: yt }, { shape: [n, mh * s, mw * s, cin] });
+}
+
+const CONV_STRIDE_1 = { strides: [1, 1], dataFormat: 'NHWC', dilations: [1, 1] };
+
 /**
- * dx of y = conv2d(x, W) (also conv2dTranspose's forward pass): one stride-1 convolution of dy by
- * the phase-split flipped filter, then DepthToSpace and a crop. Other cases (different strides
- * per axis, NCHW) go to the backend's own kernel.
+ * dx of y = conv2d(x, W) (also conv2dTranspose's forward pass) from stride-1 convolutions of dy.
+ * Row i of dx is phase p = i mod s of block b = floor(i/s); with i + top = m*s + r, it reads
+ * dy[m - t] W[r + t*s] for t = 0 .. ceil((K - r)/s) - 1, where r = (p + top) mod s and
+ * m = b + floor((p + top)/s).
+ *
+ * - Per phase (dcgan's case: the image divides into whole blocks, Cin >= 8): one convolution per
+ *   phase with exactly its own taps and rows, concatenated along channels and interleaved.
+ *   No multiply-add is wasted.
+ * - Otherwise: one convolution with every phase's taps stacked along the output channels over a
+ *   common block range (padded with zero taps where phases have fewer), interleaved and cropped:
+ *   at most one extra block row and column and ceil(K/s)*s - K zero taps.
+ *
+ * Different strides per axis and NCHW go to the backend's own kernel.
  */
 export function makeConv2DBackpropInputWasm(fallback: tf.KernelFunc) {
   return (args: { inputs: { dy: Info; filter: Info }; backend: unknown; attrs: InputAttrs }): Info => {
@@ -193,25 +214,38 @@ export function makeConv2DBackpropInputWasm(fallback: tf.KernelFunc) {
     const s = info.strideHeight;
     const { filterHeight: kh, filterWidth: kw, inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, batchSize: n, inChannels: cin } = info;
     const { top, left } = info.padInfo;
-    const T = Math.ceil(kh / s), U = Math.ceil(kw / s);
-    // Row i of dx is phase r = (i+top) mod s of block m = floor((i+top)/s); block m reads dy rows
-    // m-T+1 .. m. Blocks m0 .. m0+M-1 cover every row, so dy is padded by T-1-m0 in front.
-    const m0h = Math.floor(top / s), mh = Math.floor((h - 1 + top) / s) - m0h + 1;
-    const m0w = Math.floor(left / s), mw = Math.floor((w - 1 + left) / s) - m0w + 1;
-    const spanH = { before: T - 1 - m0h, after: mh + m0h - oh };
-    const spanW = { before: U - 1 - m0w, after: mw + m0w - ow };
+    const fShape = inputs.filter.shape;
     const r = new KernelRunner(backend);
     try {
-      const wp = r.adopt(phaseFilter(backend, inputs.filter, s, [T, U]));
-      const t = trimNegative(r, inputs.dy, spanH, spanW);
-      let y = r.run('Conv2D', { x: t.x, filter: wp }, { strides: [1, 1], pad: t.pad, dataFormat: 'NHWC', dilations: [1, 1] }); // [N, mh, mw, s*s*Cin]
-      if (s > 1) {
-        // Interleave the phases (DepthToSpace(s); the wasm DepthToSpace kernel is ~7x slower than
-        // this 4-D transpose): [N*mh, mw, s, s*Cin] -> [N*mh, s, mw, s*Cin] = [N, mh*s, mw*s, Cin].
-        const y4 = r.run('Reshape', { x: y }, { shape: [n * mh, mw, s, s * cin] });
-        const yt = r.run('Transpose', { x: y4 }, { perm: [0, 2, 1, 3] });
-        y = r.run('Reshape', { x: yt }, { shape: [n, mh * s, mw * s, cin] });
+      if (h % s === 0 && w % s === 0 && kh >= s && kw >= s && cin >= 8) {
+        const parts: Info[] = [];
+        for (let ph = 0; ph < s; ph++) {
+          const rh = (ph + top) % s, offH = Math.floor((ph + top) / s), T = Math.ceil((kh - rh) / s);
+          for (let pw = 0; pw < s; pw++) {
+            const rw = (pw + left) % s, offW = Math.floor((pw + left) / s), U = Math.ceil((kw - rw) / s);
+            const v = r.adopt(newFilter(backend, [T, U, fShape[3], cin], inputs.filter, (src, dst) => writePhaseTaps(src, fShape, s, rh, rw, T, U, dst, cin, 0)));
+            // Block b reads dy rows b+off-T+1 .. b+off: front padding T-1-off, h/s blocks.
+            const spanH = { before: T - 1 - offH, after: h / s - oh + offH };
+            const spanW = { before: U - 1 - offW, after: w / s - ow + offW };
+            const t = trimNegative(r, inputs.dy, spanH, spanW);
+            parts.push(r.run('Conv2D', { x: t.x, filter: v }, { ...CONV_STRIDE_1, pad: t.pad })); // [N, h/s, w/s, Cin]
+          }
+        }
+        const y = parts.length === 1 ? parts[0] : r.run('Concat', parts as never, { axis: 3 });
+        const out = interleavePhases(r, y, s, cin);
+        r.keep(out);
+        return r.finish(out);
       }
+      const T = Math.ceil(kh / s), U = Math.ceil(kw / s);
+      // Blocks m0 .. m0+M-1 cover every row; block m reads dy rows m-T+1 .. m.
+      const m0h = Math.floor(top / s), mh = Math.floor((h - 1 + top) / s) - m0h + 1;
+      const m0w = Math.floor(left / s), mw = Math.floor((w - 1 + left) / s) - m0w + 1;
+      const outCh = s * s * cin;
+      const wp = r.adopt(newFilter(backend, [T, U, fShape[3], outCh], inputs.filter, (src, dst) => {
+        for (let rh = 0; rh < s; rh++) for (let rw = 0; rw < s; rw++) writePhaseTaps(src, fShape, s, rh, rw, T, U, dst, outCh, (rh * s + rw) * cin);
+      }));
+      const t = trimNegative(r, inputs.dy, { before: T - 1 - m0h, after: mh + m0h - oh }, { before: U - 1 - m0w, after: mw + m0w - ow });
+      const y = interleavePhases(r, r.run('Conv2D', { x: t.x, filter: wp }, { ...CONV_STRIDE_1, pad: t.pad }), s, cin); // [N, mh*s, mw*s, Cin]
       const cropTop = top - m0h * s, cropLeft = left - m0w * s;
       if (cropTop === 0 && cropLeft === 0 && y.shape[1] === h && y.shape[2] === w) {
         r.keep(y);
@@ -230,6 +264,12 @@ export function makeConv2DBackpropInputWasm(fallback: tf.KernelFunc) {
 }
 
 let registered = false;
+let builtinInput: tf.KernelFunc | null = null;
+
+/** tfjs-backend-wasm's own Conv2DBackpropInput (a direct loop), for comparison in bench/conv.ts. */
+export function builtinConv2DBackpropInput(): tf.KernelFunc | null {
+  return builtinInput;
+}
 
 /**
  * Registers Conv2DBackpropFilter on wasm and replaces its Conv2DBackpropInput with the faster
@@ -243,6 +283,7 @@ export function registerWasmConvGradients(): void {
     tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilterWasm as unknown as tf.KernelFunc });
   }
   const fallback = original.kernelFunc;
+  builtinInput = fallback;
   tf.unregisterKernel('Conv2DBackpropInput', 'wasm');
   tf.registerKernel({ kernelName: 'Conv2DBackpropInput', backendName: 'wasm', kernelFunc: makeConv2DBackpropInputWasm(fallback) as unknown as tf.KernelFunc });
   registered = true;

@@ -74,6 +74,11 @@ function cases(): Case[] {
     { x: [4, 28, 28, 1], f: [4, 4, 1, 64], stride: 2, pad: 'same' },
     { x: [4, 14, 14, 64], f: [4, 4, 64, 128], stride: 2, pad: 'same' },
     { x: [3, 28, 28, 2], f: [4, 4, 2, 64], stride: 2, pad: 'same' }, // conditional D: image + label plane
+    // The input gradient's per-phase path (whole blocks, >= 8 channels) beyond dcgan's 4x4 / 2.
+    { x: [2, 12, 12, 8], f: [3, 3, 8, 5], stride: 2, pad: 'same' },
+    { x: [2, 12, 10, 16], f: [5, 4, 16, 3], stride: 2, pad: 'valid' },
+    { x: [2, 12, 9, 8], f: [3, 3, 8, 4], stride: 3, pad: 'same' },
+    { x: [2, 12, 9, 8], f: [4, 5, 8, 4], stride: 3, pad: 'valid' },
   ];
   const rng = new Rng(17);
   const pick = <T>(xs: T[]): T => xs[rng.nextInt(xs.length)];
