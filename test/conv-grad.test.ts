@@ -6,6 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend.ts';
+import { resolveConfig } from '../shared/config.ts';
+import { loadDataSource } from '../shared/data/index.ts';
+import { initialWeights } from '../shared/models.ts';
+import { GanReplica } from '../shared/replica.ts';
 import { Rng } from '../shared/rng.ts';
 import { cleanup, eventsOf, makeTempDir, spawnCli, waitForEvent, waitForExit, type Proc } from './helpers/processes.ts';
 
@@ -103,7 +107,7 @@ beforeAll(async () => {
 afterAll(cleanup);
 
 describe('wasm convolution gradients against the cpu backend', () => {
-  it('conv2d dx/dW and conv2dTranspose forward, d(input), d(filter) match cpu on random shapes (strides 1 and 2, same and valid)', async () => {
+  it('conv2d dx/dW and conv2dTranspose forward, d(input), d(filter) match cpu on the dcgan shapes and random ones (strides 1, 2 and 3, same and valid)', async () => {
     const all = cases();
     expect(all.length).toBeGreaterThanOrEqual(15);
     for (const [i, c] of all.entries()) {
@@ -171,6 +175,34 @@ describe('tf.tile on wasm (LayerNormalization)', () => {
       expect(got.shape).toEqual(ref.shape);
       expect(Buffer.from(got.y.buffer).equals(Buffer.from(ref.y.buffer)), JSON.stringify(s)).toBe(true);
       expect(relError(got.dx, ref.dx), JSON.stringify(s)).toBeLessThan(1e-6);
+    }
+  }, 60_000);
+});
+
+describe('dcgan training shards on wasm', () => {
+  it('D and G shards (unconditional and conditional) leave no tensors or wasm data behind and repeat bit for bit', async () => {
+    await tf.setBackend('wasm');
+    const source = loadDataSource('mnist');
+    if (source.kind !== 'finite') throw new Error('mnist is finite');
+    const rows = 4;
+    const real = source.train.x.slice(0, rows * 784);
+    const backend = tf.backend() as unknown as { numDataIds(): number };
+    for (const conditional of [false, true]) {
+      const replica = new GanReplica(resolveConfig({ model: 'dcgan', batchSize: rows, shards: 1, conditional }, source));
+      replica.setWeights('G', initialWeights(replica.layout.G, 1, 1));
+      replica.setWeights('D', initialWeights(replica.layout.D, 1, 2));
+      const realLabels = conditional ? source.train.labels!.slice(0, rows) : undefined;
+      const both = (seed: number) => [replica.computeShard('D', { shardId: 0, seed, rows, real, realLabels }), replica.computeShard('G', { shardId: 0, seed, rows })];
+      const first = both(5);
+      const counts = [tf.memory().numTensors, backend.numDataIds()];
+      const again = both(5);
+      both(6);
+      expect([tf.memory().numTensors, backend.numDataIds()]).toEqual(counts);
+      for (const i of [0, 1]) {
+        expect(Buffer.from(again[i].gradient.buffer).equals(Buffer.from(first[i].gradient.buffer))).toBe(true);
+        expect(again[i].gradient.every(Number.isFinite)).toBe(true);
+      }
+      replica.dispose();
     }
   }, 60_000);
 });
