@@ -154,6 +154,24 @@ export const VARIANTS: Variant[] = [
     note: 'unconditional mlp-small + minibatch std (groups of 4), Adam lr 5e-4',
   },
   { name: 'mnist-baseline', dataset: 'mnist', args: ['--model', 'mlp-small'], evalEvery: 200, evalSamples: 1000, recommended: false, note: 'unconditional mlp-small, defaults' },
+  {
+    name: 'mnist-dcgan',
+    dataset: 'mnist',
+    args: ['--preset', 'mnist-dcgan'],
+    evalEvery: 100,
+    evalSamples: 1000,
+    recommended: false,
+    note: 'unconditional dcgan (the mnist-dcgan preset: batch 64 in 2 shards, Adam 5e-4 beta1 0.5, label smoothing 0.1, --g-ema 0.999)',
+  },
+  {
+    name: 'mnist-dcgan-lr2e-4',
+    dataset: 'mnist',
+    args: ['--preset', 'mnist-dcgan', '--lr', '2e-4'],
+    evalEvery: 100,
+    evalSamples: 1000,
+    recommended: false,
+    note: "as mnist-dcgan with DCGAN's Adam lr 2e-4 (slower: IS 3.79 vs 4.53 at ~380 iterations)",
+  },
 ];
 
 type Metrics = Record<string, number | null>;

@@ -11,6 +11,8 @@ import '@tensorflow/tfjs-backend-cpu';
 // them all; without it tf.variableGrads fails with "gradient function not found".
 import '@tensorflow/tfjs-layers';
 import { ConfigError } from './errors.ts';
+import { registerTileGradient, registerWasmTile } from './tile.ts';
+import { registerWasmConvGradients } from './wasm-conv-gradients.ts';
 
 export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -94,7 +96,11 @@ async function tryLoad(name: BackendName): Promise<string | null> {
     }
     // The wasm module adds its handlers when the backend is instantiated, i.e. in setBackend.
     const ok = await withoutNewProcessHandlers(() => tf.setBackend(name));
-    if (ok && name === 'wasm') transposeBeforeWasmMatMul();
+    if (ok && name === 'wasm') {
+      transposeBeforeWasmMatMul();
+      registerWasmConvGradients();
+      registerWasmTile();
+    }
     return ok ? null : `tf.setBackend('${name}') returned false`;
   } catch (err) {
     const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
@@ -109,6 +115,8 @@ async function tryLoad(name: BackendName): Promise<string | null> {
 export async function initBackend(choice: BackendChoice = 'auto'): Promise<BackendReport> {
   // The "install the node backend" banner is noise in a status log; PROD silences it.
   tf.env().set('PROD', true);
+  // On every backend, so all of them differentiate tf.tile (LayerNormalization) the same way.
+  registerTileGradient();
   if (choice !== 'auto') {
     if (!(BACKENDS as readonly string[]).includes(choice)) {
       throw new ConfigError('BAD_BACKEND', `--backend must be one of auto, ${BACKENDS.join(', ')}; got '${choice}'`);
@@ -130,8 +138,10 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<Backe
 
 /**
  * Kernels a model's training step needs that not every backend has. The MLP models use only
- * kernels all backends implement; dcgan's convolution gradients need Conv2DBackpropFilter,
- * which tfjs-backend-wasm lacks (its forward pass, sampling and export work there).
+ * kernels all backends implement; dcgan's convolution gradients need Conv2DBackpropFilter and
+ * Conv2DBackpropInput. tfjs-backend-wasm 4.22 ships no Conv2DBackpropFilter:
+ * shared/wasm-conv-gradients.ts registers one (built on its XNNPACK Conv2D) when the wasm
+ * backend starts, so this check only fires on a backend where that did not happen.
  */
 const TRAINING_KERNELS: Record<string, string[]> = {
   dcgan: ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'],
