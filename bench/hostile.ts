@@ -94,6 +94,7 @@ async function runOnce(args: string[], warmup: number, attack: 'none' | 'once' |
   const first = coord.events.find((e) => e.event === 'progress' && Number(e.iteration) >= warmup)!;
   const last = window.at(-1)!;
   const seconds = (Date.parse(String(last.time)) - Date.parse(String(first.time))) / 1000;
+  if (process.env.GAN_BENCH_VERBOSE) console.log(window.map((e) => `${e.iteration}:${Number(e.iterationsPerSec).toFixed(1)}`).join(' '));
   const drops: Record<string, number> = {};
   for (const e of coord.events) if (e.event === 'warning' && ['SLOW_CONSUMER', 'HEARTBEAT_TIMEOUT'].includes(String(e.code))) drops[String(e.code)] = (drops[String(e.code)] ?? 0) + 1;
   await kill(worker, 'SIGTERM');
