@@ -31,6 +31,7 @@ export const COORDINATOR_FLAGS: FlagTable = {
   'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
   'status-interval': { type: 'string', value: '<s>', group: OUT, kind: 'number', help: '...and at least every s seconds while iterations complete', defaultText: '30' },
   pretty: { type: 'boolean', group: OUT, help: 'human-readable log on stdout (default when stdout is a terminal; log.jsonl stays JSON)' },
+  linger: { type: 'string', value: '<s>', group: OUT, kind: 'number', help: 'after the run finishes, keep serving the dashboard, /status and report.html for s seconds (workers are released; Ctrl-C ends it)', defaultText: '0' },
   'straggler-factor': { type: 'string', value: '<f>', group: SCHED, kind: 'number', help: 'duplicate a shard out longer than this x its expected time', defaultText: '3' },
   'straggler-min-ms': { type: 'string', value: '<ms>', group: SCHED, kind: 'int', help: '...and out at least this long', defaultText: '2000' },
   'verify-fraction': { type: 'string', value: '<p>', group: SCHED, kind: 'number', help: 'recompute this fraction of shards (0..1, drawn from the seed) on a second worker and compare bit for bit; a worker that differs is banned', defaultText: '0' },
@@ -82,9 +83,13 @@ a distributed run matches bit for bit, or a run on a machine without workers.`,
   examples: ['gan-train --dataset ring8 --iterations 2000 --run-dir runs/ring8', 'gan-train --preset grid25 --iterations 5000 --run-dir runs/grid25'],
 };
 
+/** The demo's --linger on a terminal: time to look at the finished dashboard before it exits. */
+export const DEMO_LINGER_TTY_S = 120;
+
 export const DEMO_FLAGS: FlagTable = {
   'run-dir': { type: 'string', value: '<dir>', group: 'Demo', help: 'run directory', defaultText: 'runs/demo-<date>-<time>' },
   workers: { type: 'string', value: '<n>', group: 'Demo', kind: 'int', help: 'local worker processes to start', defaultText: '2' },
+  linger: { type: 'string', value: '<s>', group: 'Demo', kind: 'number', help: 'after the run, keep the dashboard up for s seconds (Ctrl-C ends it)', defaultText: `${DEMO_LINGER_TTY_S} on a terminal, else 0` },
 };
 
 /**

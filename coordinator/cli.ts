@@ -20,6 +20,7 @@ import { createPeriodicEvaluation, DEFAULT_PERIODIC_SAMPLES } from '../shared/ev
 import { COORDINATOR_CLI } from './cli-specs.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';
+import { lingerAfterRun, parseLinger } from './linger.ts';
 
 // The flag tables and help live in cli-specs.ts (no tfjs there: bin/gan-coordinator.js answers
 // --help and --version from them before loading this module).
@@ -29,6 +30,8 @@ export interface CoordinatorRun {
   coordinator: Coordinator;
   log: Logger;
   done: Promise<RunResult>;
+  /** --linger seconds (coordinator/linger.ts): how long to keep serving HTTP after a finished run. */
+  linger: number;
 }
 
 /** Whether a run directory holds at least one checkpoint (valid or not). */
@@ -40,6 +43,7 @@ function hasCheckpoints(runDir: string): boolean {
 /** Builds and starts a coordinator from parsed flags (also used by the demo). */
 export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = process.env, logStdout = true): Promise<CoordinatorRun> {
   const runDir = resolve(String(v['run-dir'] ?? 'runs/default'));
+  const linger = parseLinger(v.linger);
   // Nothing is written to the run directory until the port is bound and the config is known to
   // be good: a failed start (PORT_IN_USE, a config error) leaves no run directory behind.
   const log = createLogger({ name: 'coordinator', file: join(runDir, 'log.jsonl'), deferFile: true, stdout: logStdout, pretty: v.pretty === true ? true : undefined });
@@ -126,7 +130,7 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
     log.info({ event: 'resumed', from: resumedFrom.dir, iteration: coordinator.state.iteration, dStep: coordinator.state.dStep, changes: resumedFrom.changes, skipped: resumedFrom.skipped.map((s) => s.dir) }, `resumed at iteration ${coordinator.state.iteration}`);
   }
   const done = coordinator.run();
-  return { coordinator, log, done };
+  return { coordinator, log, done, linger };
 }
 
 const isMain = process.argv[1] && /gan-coordinator(\.js)?$|coordinator[\\/]cli\.ts$/.test(process.argv[1]);
@@ -134,10 +138,17 @@ if (isMain) {
   runMain(async () => {
     const v = parseCli(COORDINATOR_CLI, process.argv.slice(2));
     if (printInfo(COORDINATOR_CLI, v)) return 0;
-    const { coordinator, log, done } = await startCoordinator(v);
+    const { coordinator, log, done, linger } = await startCoordinator(v);
     installSocketErrorGuard(log);
     let signals = 0;
+    // A signal while the finished run lingers (--linger) ends the linger at once.
+    const lingerAbort = new AbortController();
+    let finished = false;
     const onSignal = (sig: string) => {
+      if (finished) {
+        coordinator.opts.log.info({ event: 'stopping', signal: sig }, 'exiting (the run is finished)');
+        return lingerAbort.abort();
+      }
       signals++;
       if (signals > 1) process.exit(130);
       coordinator.opts.log.info({ event: 'stopping', signal: sig }, 'stopping at the next phase boundary (signal again to force)');
@@ -146,6 +157,8 @@ if (isMain) {
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     const result = await done;
+    finished = true;
+    if (!result.stopped) await lingerAfterRun(coordinator, linger, lingerAbort.signal);
     await coordinator.close(result.stopped ? 'COORDINATOR_STOPPING' : 'RUN_FINISHED', result.stopped ? 'the coordinator is stopping' : 'the run is finished');
     return 0;
   });

@@ -32,6 +32,7 @@ import { createHttpHandler, type HttpHandler } from './http.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
+import { REPORT_FILE, writeRunReport } from './run-report.ts';
 import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/periodic.ts';
 import { WorkerSession } from './session.ts';
 import { maxQueuedBytesFor, setMessageLimit } from './connection-limits.ts';
@@ -136,6 +137,9 @@ export class Coordinator {
   private wakePhase: (() => void) | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private stopping = false;
+  /** Set by --linger (coordinator/linger.ts) while the finished run's HTTP side stays up. */
+  lingerUntil: string | null = null;
+  private workersReleased = false;
   private limits: DecodeLimits;
   /** --wire (config.train.wire): how weights and gradients travel; every worker must speak it. */
   private readonly wire: WireFormat;
@@ -204,7 +208,7 @@ export class Coordinator {
     if (opts.snapshot) this.telemetry.replayLog(join(opts.runDir, 'log.jsonl'), this.state.iteration);
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
-    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), log: this.log });
+    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log });
   }
 
   /** Frame bytes sent to and received from workers since this coordinator started. */
@@ -297,6 +301,8 @@ export class Coordinator {
       phase: key,
       finished: this.state.finished,
       stopping: this.stopping,
+      /** --linger: the run is over and this server stays up until then (ISO time), else null. */
+      lingerUntil: this.lingerUntil,
       versions: this.state.versions,
       run: {
         dataset: train.dataset,
@@ -881,7 +887,21 @@ export class Coordinator {
     });
     this.lastCheckpointAt = key;
     this.log.info({ event: 'checkpoint_saved', iteration: this.state.iteration, dStep: this.state.dStep, dir, ms: Math.round(performance.now() - t0) }, 'checkpoint saved');
+    this.writeReport('training');
     return dir;
+  }
+
+  /** <run-dir>/report.html (coordinator/run-report.ts); a failure is a warning, never the end of the run. */
+  private writeReport(state: 'training' | 'finished' | 'stopped', result?: { seconds: number; weightsHash: string }): void {
+    const t0 = performance.now();
+    try {
+      const { iteration } = this.state;
+      const t = this.telemetry;
+      const w = writeRunReport({ runDir: this.opts.runDir, runId: this.runId, config: this.opts.config, backend: this.opts.backendName, iteration, iterations: this.opts.config.train.iterations, state, result, progress: t.history().points, evals: t.evals, workers: t.workersSeen(), live: this.readyWorkers.map((s) => ({ id: s.workerId, shardsDone: s.shardsDone })) });
+      this.log.info({ event: 'report_written', iteration, ...w, ms: Math.round(performance.now() - t0) }, 'report written');
+    } catch (err) {
+      this.log.warn({ event: 'warning', code: 'REPORT_FAILED', err: clip(err instanceof Error ? err.message : String(err)) }, 'could not write report.html');
+    }
   }
 
   /** Trains until the configured number of iterations or until stop(). */
@@ -916,6 +936,7 @@ export class Coordinator {
       seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
       stopped: this.stopping,
     };
+    this.writeReport(this.stopping ? 'stopped' : 'finished', result);
     this.log.info({ event: 'run_finished', ...result, runDir: this.opts.runDir }, this.stopping ? 'run stopped' : 'run finished');
     return result;
   }
@@ -926,18 +947,31 @@ export class Coordinator {
     this.wakePhase?.();
   }
 
-  /** Says goodbye to every worker and closes the server. */
-  async close(byeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
+  /**
+   * Says goodbye to every worker (a bye, then cut after a short grace) while the server stays up:
+   * new connections are refused (SHUTTING_DOWN) and HTTP keeps serving (--linger). close() does
+   * this first if it was not done.
+   */
+  async releaseWorkers(byeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
+    if (this.workersReleased) return;
+    this.workersReleased = true;
     this.stopping = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     for (const s of this.sessions.values()) s.close(WS_CLOSE.shuttingDown, byeCode, reason);
-    // ws@8 calls back only once every client finished its close handshake; a hung or partitioned
-    // worker would hold the exit for ws's 30 s close timeout. Wait briefly, then cut the rest.
-    const closed = new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
+    // A hung or partitioned worker would hold its close handshake for ws's 30 s close timeout.
+    // Wait briefly for the sessions to close, then cut the rest.
+    const closed = [...this.sessions.values()].map((s) => (s.ws.readyState === s.ws.CLOSED ? undefined : new Promise<void>((resolve) => s.ws.once('close', () => resolve()))));
     let grace: NodeJS.Timeout | undefined;
-    await Promise.race([closed, new Promise<void>((resolve) => (grace = setTimeout(resolve, 2000)))]);
+    await Promise.race([Promise.all(closed), new Promise<void>((resolve) => (grace = setTimeout(resolve, 2000)))]);
     clearTimeout(grace);
     for (const s of this.sessions.values()) s.ws.terminate();
+  }
+
+  /** Says goodbye to every worker (unless releaseWorkers() did) and closes the server. */
+  async close(byeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
+    await this.releaseWorkers(byeCode, reason);
+    // ws@8 calls back only once every client finished its close handshake: cut whatever is left.
+    const closed = new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     for (const ws of this.wss?.clients ?? []) ws.terminate();
     await closed;
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));

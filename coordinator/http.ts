@@ -6,11 +6,12 @@
  *   GET /history?since=N    progress points with seq > N, oldest first (JSON)
  *   GET /metrics            Prometheus text format (prom-client)
  *   GET /samples/latest.png the newest sample grid; /samples/<7 digits>.png one by iteration
+ *   GET /report.html        <run-dir>/report.html (coordinator/run-report.ts), once written
  *
  * Only those exact names are served: a sample file name must match /^\d{7}\.png$/ and is looked
  * up inside <run-dir>/samples, so no request can reach any other file.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve, sep } from 'node:path';
@@ -24,6 +25,8 @@ export interface HttpContext {
   telemetry: Telemetry;
   /** <run-dir>/samples */
   samplesDir: string;
+  /** <run-dir>/report.html (served as /report.html once it exists) */
+  reportFile?: string;
   log: Logger;
 }
 
@@ -35,7 +38,10 @@ const SAMPLE_NAME = /^\d{7}\.png$/;
 /** The dashboard only talks to this server: no CDN, no external fetch, no inline frames. */
 const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png';
+/** report.html is self-contained: inline style and script (its slider), images as data: URLs. */
+const REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html';
 
 export function createHttpHandler(ctx: HttpContext): HttpHandler {
   let dashboard: Buffer | null = null;
@@ -102,6 +108,16 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
       const text = await ctx.telemetry.registry.metrics();
       return send(req, res, 200, ctx.telemetry.registry.contentType, text);
     }
+    if (path === '/report.html') {
+      if (!ctx.reportFile) return notFound(req, res);
+      let body: Buffer;
+      try {
+        body = await readFile(ctx.reportFile);
+      } catch {
+        return notFound(req, res);
+      }
+      return send(req, res, 200, 'text/html; charset=utf-8', body, { 'content-security-policy': REPORT_CSP });
+    }
     if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
     if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
     return notFound(req, res);
@@ -127,5 +143,7 @@ export function statusJson(ctx: HttpContext): Record<string, unknown> {
       ? Object.fromEntries(Object.entries(p).filter(([k]) => !['level', 'pid', 'name', 'msg', 'event', 'hostname'].includes(k)))
       : null,
     sample: sample ? { iteration: sample.iteration, url: `/samples/${sample.name}`, time: sample.time } : null,
+    eval: t.latestEval ? { iteration: t.latestEval.iteration, time: t.latestEval.time, generator: t.latestEval.generator, ...t.latestEval.scores } : null,
+    report: ctx.reportFile && existsSync(ctx.reportFile) ? '/report.html' : null,
   };
 }

@@ -38,6 +38,34 @@ export interface ProgressPoint {
   etaS: number | null;
 }
 
+/** One `eval` event (--eval-every) as the dashboard and report.html plot it: its numeric scores. */
+export interface EvalPoint {
+  /** Shares the numbering of ProgressPoint.seq (GET /history?since= returns both). */
+  seq: number;
+  time: string;
+  iteration: number;
+  /** `g-ema` or `g`: which generator was measured. */
+  generator: string | null;
+  /** Every finite numeric field of the event but `iteration` and `ms` (modesCaptured, inceptionScore, ...). */
+  scores: Record<string, number>;
+}
+
+/** A worker as this coordinator process saw it (worker_joined / worker_left), for report.html. */
+export interface WorkerSeen {
+  id: string;
+  host: string | null;
+  backend: string | null;
+  /** Connections (a reconnect is a new one). */
+  sessions: number;
+  /** Shard results delivered by its connections that have ended. */
+  shardsDone: number;
+  firstJoined: string;
+  lastLeft: string | null;
+  connected: boolean;
+  /** The close reason of its last connection, if any. */
+  lastReason: string | null;
+}
+
 export interface SampleInfo {
   iteration: number;
   file: string;
@@ -57,6 +85,8 @@ export class Telemetry {
   latestProgress: LogRecord | null = null;
   latestSample: SampleInfo | null = null;
   private points: ProgressPoint[] = [];
+  private evalPoints: EvalPoint[] = [];
+  private workerRoster = new Map<string, WorkerSeen>();
   private seq = 0;
 
   private phases: Counter<'phase'>;
@@ -165,11 +195,16 @@ export class Telemetry {
       case 'checkpoint_saved':
         this.checkpoints.inc();
         return;
+      case 'eval':
+        this.addEval(rec);
+        return;
       case 'worker_joined':
         this.joins.inc();
+        this.noteWorker(rec, true);
         return;
       case 'worker_left':
         this.departures.inc();
+        this.noteWorker(rec, false);
         return;
       case 'shard_reassigned':
         this.reassigned.inc(Array.isArray(rec.shards) ? rec.shards.length : 1);
@@ -199,10 +234,65 @@ export class Telemetry {
     this.applySeconds.inc(applyMs / 1000);
   }
 
-  /** Progress points with seq > since, oldest first. */
-  history(since = -1): { points: ProgressPoint[]; last: number } {
+  /** Progress points and eval points with seq > since, oldest first. */
+  history(since = -1): { points: ProgressPoint[]; evals: EvalPoint[]; last: number } {
     const points = this.points.filter((p) => p.seq > since);
-    return { points, last: this.seq - 1 };
+    const evals = this.evalPoints.filter((p) => p.seq > since);
+    return { points, evals, last: this.seq - 1 };
+  }
+
+  /** Every `eval` event of the run so far (a resumed run's earlier ones from log.jsonl), oldest first. */
+  get evals(): readonly EvalPoint[] {
+    return this.evalPoints;
+  }
+
+  /** The newest `eval` event, or null. */
+  get latestEval(): EvalPoint | null {
+    return this.evalPoints.at(-1) ?? null;
+  }
+
+  /** Every worker this coordinator process admitted, by id. */
+  workersSeen(): WorkerSeen[] {
+    return [...this.workerRoster.values()];
+  }
+
+  private noteWorker(rec: LogRecord, joined: boolean): void {
+    if (typeof rec.worker !== 'string') return;
+    const time = String(rec.time ?? new Date().toISOString());
+    let w = this.workerRoster.get(rec.worker);
+    if (!w) {
+      w = { id: rec.worker, host: null, backend: null, sessions: 0, shardsDone: 0, firstJoined: time, lastLeft: null, connected: false, lastReason: null };
+      this.workerRoster.set(rec.worker, w);
+    }
+    if (typeof rec.backend === 'string') w.backend = rec.backend;
+    if (joined) {
+      w.sessions++;
+      w.connected = true;
+      if (typeof rec.host === 'string') w.host = rec.host;
+    } else {
+      w.connected = false;
+      w.lastLeft = time;
+      if (typeof rec.shardsDone === 'number') w.shardsDone += rec.shardsDone;
+      w.lastReason = typeof rec.reason === 'string' ? rec.reason : null;
+    }
+  }
+
+  private addEval(rec: LogRecord): void {
+    const iteration = numOrNull(rec.iteration);
+    if (iteration === null) return;
+    const scores: Record<string, number> = {};
+    for (const [k, v] of Object.entries(rec)) {
+      if (k === 'iteration' || k === 'ms' || k === 'level' || k === 'pid' || k === 'time') continue;
+      const n = numOrNull(v);
+      if (n !== null) scores[k] = n;
+    }
+    while (this.evalPoints.length > 0 && this.evalPoints[this.evalPoints.length - 1].iteration >= iteration) this.evalPoints.pop();
+    this.evalPoints.push({ seq: this.seq++, time: String(rec.time ?? new Date().toISOString()), iteration, generator: typeof rec.generator === 'string' ? rec.generator : null, scores });
+    // Evaluations are far rarer than progress lines; thin the same way if a run makes very many.
+    if (this.evalPoints.length > HISTORY_CAP) {
+      const half = Math.floor(this.evalPoints.length / 2);
+      this.evalPoints = [...this.evalPoints.slice(0, half).filter((_, i) => i % 2 === 0), ...this.evalPoints.slice(half)];
+    }
   }
 
   private addPoint(rec: LogRecord): void {
@@ -231,19 +321,22 @@ export class Telemetry {
   }
 
   /**
-   * Replays the progress lines of an earlier process of this run (a resumed run's log.jsonl) into
+   * Replays the progress (and eval) lines of an earlier process of this run (a resumed run's log.jsonl) into
    * the history, up to the iteration it resumes from, so the dashboard shows the whole curve.
    */
   replayLog(file: string, upToIteration: number): number {
     if (!existsSync(file) || statSync(file).size > REPLAY_MAX_BYTES) return 0;
     let n = 0;
     for (const line of readFileSync(file, 'utf8').split('\n')) {
-      if (!line.includes('"event":"progress"')) continue;
+      if (!line.includes('"event":"progress"') && !line.includes('"event":"eval"')) continue;
       try {
         const rec = JSON.parse(line) as LogRecord;
-        if (rec.event === 'progress' && typeof rec.iteration === 'number' && rec.iteration <= upToIteration) {
+        if (typeof rec.iteration !== 'number' || rec.iteration > upToIteration) continue;
+        if (rec.event === 'progress') {
           this.addPoint(rec);
           n++;
+        } else if (rec.event === 'eval') {
+          this.addEval(rec);
         }
       } catch {
         // a torn last line of a killed process

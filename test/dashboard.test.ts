@@ -4,13 +4,22 @@
  * /usr/bin/chromium driven by playwright-core; nothing downloads a browser): it shows the worker
  * count, a loaded sample image and charts with points, updates live, and requests nothing but
  * its own server. A screenshot goes to test/artifacts/dashboard.png (gitignored).
+ *
+ * A finished run with --linger and --eval-every: the coordinator keeps serving, refuses new
+ * workers, /status says finished, the page shows "finished" with the final grid and the eval
+ * scores (axis titles on every chart), and after SIGTERM it exits 0 and the page keeps its final
+ * state. report.html opens from file:// with no request beyond file: and data:, and shows the
+ * curves, the eval scores, a slider over every grid, the config and the workers.
+ * Screenshots: test/artifacts/dashboard-finished.png, test/artifacts/report.png.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { WebSocket } from 'ws';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { cleanup, makeTempDir, ROOT, spawnCli, waitForEvent, waitForEvents, type Proc } from './helpers/processes.ts';
+import { cleanup, eventsOf, makeTempDir, readLog, ROOT, spawnCli, waitForEvent, waitForEvents, waitForExit, type Proc } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -50,6 +59,16 @@ async function startRun(): Promise<{ c: Proc; port: number; runDir: string }> {
   await waitForEvent(c, 'sample_written', 30_000);
   await waitForEvents(c, 'progress', 3, 30_000);
   return { c, port, runDir };
+}
+
+async function launchChromium(): Promise<Browser> {
+  expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+    timeout: 30_000,
+  });
 }
 
 /**
@@ -196,5 +215,163 @@ describe('the coordinator dashboard', () => {
       expect(problems).toEqual([]);
     },
     90_000,
+  );
+  it(
+    'a finished run with --linger shows "finished", the final grid and the eval scores, and writes a self-contained report.html',
+    async () => {
+      const runDir = makeTempDir('gan-dashboard-finished-');
+      // --linger far longer than the test: it ends the linger with SIGTERM, so nothing depends on timing.
+      const c = spawnCli(
+        'coordinator',
+        ['--dataset', 'ring8', '--iterations', '60', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '10', '--log-every', '5', '--checkpoint-every', '20', '--eval-every', '20', '--eval-samples', '200', '--linger', '600'],
+        { name: 'coordinator' },
+      );
+      const port = Number((await waitForEvent(c, 'listening', 30_000)).port);
+      const w = spawnCli('worker', ['--coordinator', `ws://127.0.0.1:${port}`, '--id', 'dash-fin', '--backend', 'wasm'], { name: 'worker dash-fin' });
+      const finishedEv = await waitForEvent(c, 'run_finished', 60_000);
+      expect(finishedEv.stopped).toBe(false);
+      const lingering = await waitForEvent(c, 'lingering', 30_000);
+      expect(lingering).toMatchObject({ seconds: 600, dashboard: `http://127.0.0.1:${port}/` });
+      // The worker was told bye (RUN_FINISHED) and exits 0.
+      expect(await waitForExit(w, 30_000)).toEqual({ code: 0, signal: null });
+
+      // Lingering: HTTP answers, new workers are refused as when stopping (close code 4004).
+      const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as Record<string, unknown>;
+      expect(status).toMatchObject({ finished: true, iteration: 60, report: '/report.html', lingerUntil: expect.any(String) });
+      expect((status.sample as { url: string }).url).toBe('/samples/0000060.png');
+      expect(status.eval).toMatchObject({ iteration: 60, modes: 8, modesCaptured: expect.any(Number), highQuality: expect.any(Number) });
+      const history = (await (await fetch(`http://127.0.0.1:${port}/history`)).json()) as { evals: { iteration: number; scores: Record<string, number> }[] };
+      expect(history.evals.map((e) => e.iteration)).toEqual([20, 40, 60]);
+      const refused = await new Promise<{ code: number; reason: string }>((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+        ws.on('error', () => undefined);
+        ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+        setTimeout(() => reject(new Error('no close from a lingering coordinator')), 15_000).unref();
+      });
+      expect(refused).toEqual({ code: 4004, reason: 'SHUTTING_DOWN' });
+      expect((await rawGet(port, '/report.html')).status).toBe(200);
+
+      browser = await launchChromium();
+      const page = await browser.newPage({ viewport: { width: 1280, height: 960 } });
+      const origin = `http://127.0.0.1:${port}`;
+      const problems: string[] = [];
+      page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
+      });
+      await page.goto(`${origin}/`, { waitUntil: 'load', timeout: 30_000 });
+      await waitInPage(
+        page,
+        `document.getElementById('state').textContent === 'finished'
+          && document.getElementById('sample').naturalWidth > 0
+          && !document.getElementById('eval-panel').hidden
+          && Number(document.getElementById('chart-eval-modes').dataset.points) === 3`,
+        30_000,
+      );
+      const seen = (await page.evaluate(`({
+        sample: document.getElementById('sample').getAttribute('src'),
+        caption: document.getElementById('sample-caption').textContent,
+        note: document.getElementById('finished-note').textContent,
+        noteShown: document.getElementById('finished-note').classList.contains('shown'),
+        reportLink: document.querySelector('#finished-note a') && document.querySelector('#finished-note a').getAttribute('href'),
+        scores: [...document.querySelectorAll('#eval-scores tr[data-score]')].map((tr) => tr.dataset.score),
+        axisTitles: Object.fromEntries(['chart-loss', 'chart-d', 'chart-eval-modes'].map((id) => [id, [...document.querySelectorAll('#' + id + ' text.axis-title')].map((t) => t.textContent)])),
+        eta: document.getElementById('eta').textContent,
+      })`)) as { sample: string; caption: string; note: string; noteShown: boolean; reportLink: string | null; scores: string[]; axisTitles: Record<string, string[]>; eta: string };
+      expect(seen.sample).toBe('/samples/0000060.png');
+      expect(seen.caption).toMatch(/^iteration 60\b/);
+      expect(seen.noteShown).toBe(true);
+      expect(seen.note).toMatch(/run is finished: 60 iterations/);
+      expect(seen.reportLink).toBe('/report.html');
+      expect(seen.scores).toEqual(expect.arrayContaining(['modesCaptured', 'highQuality']));
+      expect(seen.axisTitles).toEqual({
+        'chart-loss': ['iteration', 'loss (window mean)'],
+        'chart-d': ['iteration', 'mean D output'],
+        'chart-eval-modes': ['iteration', 'share'],
+      });
+      expect(seen.eta).toBe('done');
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-finished.png'), fullPage: true });
+
+      // SIGTERM during the linger: exit 0 now, not in 600 s; the page keeps the finished view.
+      c.child.kill('SIGTERM');
+      expect(await waitForExit(c, 30_000)).toEqual({ code: 0, signal: null });
+      await waitInPage(page, `document.getElementById('updated').textContent === 'coordinator exited'`, 15_000);
+      expect(await page.evaluate(`document.getElementById('state').textContent`)).toBe('finished');
+      expect(problems.filter((p) => !/Failed to load resource|ERR_CONNECTION_REFUSED/.test(p))).toEqual([]);
+
+      // The log: a report after every checkpoint and one at the end, before run_finished.
+      const log = readLog(runDir);
+      const names = log.map((e) => e.event);
+      expect(eventsOf(log, 'checkpoint_saved').map((e) => e.iteration)).toEqual([20, 40, 60]);
+      const reports = eventsOf(log, 'report_written');
+      expect(reports.map((e) => e.iteration)).toEqual([20, 40, 60, 60]);
+      expect(names.lastIndexOf('report_written')).toBeLessThan(names.indexOf('run_finished'));
+      expect(names.indexOf('lingering')).toBeGreaterThan(names.indexOf('run_finished'));
+      const last = reports.at(-1)!;
+      expect(last).toMatchObject({ grids: 6, gridsEmbedded: 6, file: join(runDir, 'report.html') });
+
+      // report.html: self-contained, opened from disk.
+      const reportFile = join(runDir, 'report.html');
+      expect(readdirSync(runDir).filter((n) => n.startsWith('report.html.tmp'))).toEqual([]);
+      const html = readFileSync(reportFile, 'utf8');
+      expect(statSync(reportFile).size).toBe(last.bytes);
+      expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+stylesheet|<img[^>]+src="(?!data:)|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+      const report = await browser.newPage({ viewport: { width: 1280, height: 960 } });
+      const requests: string[] = [];
+      const reportProblems: string[] = [];
+      report.on('request', (r) => requests.push(r.url()));
+      report.on('pageerror', (e) => reportProblems.push(e.message));
+      report.on('console', (m) => {
+        if (m.type() === 'error' || m.type() === 'warning') reportProblems.push(`console ${m.type()}: ${m.text()}`);
+      });
+      await report.goto(pathToFileURL(reportFile).href, { waitUntil: 'load', timeout: 30_000 });
+      const r = (await report.evaluate(`({
+        state: document.getElementById('state').textContent,
+        loss: [...document.querySelectorAll('#chart-loss path.series')].map((p) => ({ series: p.dataset.series, segments: (p.getAttribute('d').match(/L/g) || []).length })),
+        d: [...document.querySelectorAll('#chart-d path.series')].map((p) => p.dataset.series),
+        evalSeries: [...document.querySelectorAll('#chart-eval-modes path.series')].map((p) => p.dataset.series),
+        evalRows: document.querySelectorAll('#eval-table tbody tr').length,
+        axisTitles: [...document.querySelectorAll('#chart-loss text.axis-title')].map((t) => t.textContent),
+        slider: { min: document.getElementById('grid-slider').min, max: document.getElementById('grid-slider').max, value: document.getElementById('grid-slider').value },
+        grid: { iteration: document.getElementById('grid').dataset.iteration, w: document.getElementById('grid').naturalWidth, src: document.getElementById('grid').src.slice(0, 22) },
+        config: document.getElementById('config-json').textContent,
+        workers: [...document.querySelectorAll('#workers-table tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent)),
+      })`)) as {
+        state: string;
+        loss: { series: string; segments: number }[];
+        d: string[];
+        evalSeries: string[];
+        evalRows: number;
+        axisTitles: string[];
+        slider: { min: string; max: string; value: string };
+        grid: { iteration: string; w: number; src: string };
+        config: string;
+        workers: string[][];
+      };
+      expect(r.state).toBe('finished');
+      expect(r.loss.map((p) => p.series)).toEqual(['lossD', 'lossG']);
+      for (const p of r.loss) expect(p.segments, p.series).toBeGreaterThanOrEqual(5);
+      expect(r.d).toEqual(['dReal', 'dFake']);
+      expect(r.evalSeries).toEqual(['modesShare', 'highQuality']);
+      expect(r.evalRows).toBe(3);
+      expect(r.axisTitles).toEqual(['iteration', 'loss (window mean)']);
+      expect(r.slider).toEqual({ min: '0', max: '5', value: '5' });
+      expect(r.grid).toEqual({ iteration: '60', w: expect.any(Number), src: 'data:image/png;base64,' });
+      expect(r.grid.w).toBeGreaterThan(0);
+      expect(JSON.parse(r.config)).toMatchObject({ train: { dataset: 'ring8', iterations: 60 } });
+      expect(r.workers).toHaveLength(1);
+      expect(r.workers[0][0]).toBe('dash-fin');
+      expect(Number(r.workers[0][4])).toBeGreaterThan(0); // shards done
+      // The slider walks the grids: the first one is iteration 10.
+      await report.evaluate(`(() => { const s = document.getElementById('grid-slider'); s.value = '0'; s.dispatchEvent(new Event('input')); })()`);
+      await waitInPage(report, `document.getElementById('grid').dataset.iteration === '10' && document.getElementById('grid').naturalWidth > 0`, 10_000);
+      expect(await report.evaluate(`document.getElementById('grid-caption').textContent`)).toMatch(/iteration 10 .* grid 1 of 6/);
+      await report.evaluate(`(() => { const s = document.getElementById('grid-slider'); s.value = '5'; s.dispatchEvent(new Event('input')); })()`);
+      await report.screenshot({ path: join(ARTIFACTS, 'report.png'), fullPage: true });
+      expect(requests.filter((u) => !u.startsWith('file://') && !u.startsWith('data:')), 'report.html requests beyond file: and data:').toEqual([]);
+      expect(reportProblems).toEqual([]);
+    },
+    HEAVY_TEST_MS,
   );
 });

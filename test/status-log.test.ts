@@ -5,7 +5,7 @@
  *  - a short real run (ring8, real coordinator and worker processes) writes JSON lines whose events
  *    carry exactly the documented fields with the documented types: run_started, NO_WORKERS,
  *    worker_joined, progress every --log-every iterations with the time split, sample_written,
- *    checkpoint_saved, a straggler's shard_duplicated, a SIGKILLed worker's worker_left +
+ *    checkpoint_saved, report_written, lingering (--linger), a straggler's shard_duplicated, a SIGKILLed worker's worker_left +
  *    shard_reassigned, run_finished, exported; time-based worker_progress on the worker side;
  *  - a resume (with --pretty) adds `resumed`, prints human-readable lines and keeps log.jsonl JSON.
  */
@@ -271,7 +271,8 @@ describe('the status log of a real run', () => {
     async () => {
       const runDir = makeTempDir('gan-statuslog-');
       const coordArgs = [...TRAIN, '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--log-every', '10', '--sample-every', '10', '--checkpoint-every', '20'];
-      const c = spawnCli('coordinator', [...coordArgs, '--straggler-min-ms', '1500', '--straggler-factor', '2'], { name: 'coordinator' });
+      // --linger 0.2: after run_finished, `lingering`, then exit 0 (its line is checked against the doc too).
+      const c = spawnCli('coordinator', [...coordArgs, '--straggler-min-ms', '1500', '--straggler-factor', '2', '--linger', '0.2'], { name: 'coordinator' });
       const port = Number((await waitForEvent(c, 'listening', START_MS)).port);
       const url = `ws://127.0.0.1:${port}`;
       await waitForEvent(c, (e) => e.event === 'warning' && e.code === 'NO_WORKERS', 5_000);
@@ -326,7 +327,7 @@ describe('the status log of a real run', () => {
       expect(c.lines.every((l) => l.startsWith('{'))).toBe(true); // stdout is a pipe: JSON
 
       const names = new Set(log.map((e) => e.event));
-      for (const e of ['run_started', 'listening', 'training', 'worker_joined', 'worker_left', 'shard_duplicated', 'shard_reassigned', 'progress', 'sample_written', 'checkpoint_saved', 'exported', 'run_finished', 'warning']) {
+      for (const e of ['run_started', 'listening', 'training', 'worker_joined', 'worker_left', 'shard_duplicated', 'shard_reassigned', 'progress', 'sample_written', 'checkpoint_saved', 'report_written', 'exported', 'run_finished', 'lingering', 'warning']) {
         expect(names.has(e), `event ${e}`).toBe(true);
       }
       const started = eventsOf(log, 'run_started')[0];
@@ -361,6 +362,8 @@ describe('the status log of a real run', () => {
       expect(progress.at(-1)!.etaS).toBe(0);
       expect(eventsOf(log, 'sample_written').map((e) => e.iteration)).toEqual([10, 20, 30, 40]);
       expect(eventsOf(log, 'checkpoint_saved').map((e) => e.iteration)).toEqual([20, 40]);
+      // report.html after every checkpoint and once more at the end.
+      expect(eventsOf(log, 'report_written').map((e) => e.iteration)).toEqual([20, 40, 40]);
       // Order: worker_left precedes its shard_reassigned.
       const at = (pred: (e: LogEvent) => boolean) => log.findIndex(pred);
       expect(at((e) => e.event === 'shard_reassigned' && e.from === 'victim')).toBeGreaterThan(at((e) => e.event === 'worker_left' && e.worker === 'victim'));
