@@ -86,7 +86,7 @@ export class WorkerSession implements Assignee {
    * (the median estimate), so it neither takes most of a phase nor next to none of it.
    */
   assumeSpeedOf(others: readonly WorkerSession[]): void {
-    const known = others.filter((o) => o !== this && o.shardsDone > 0).map((o) => o.msPerShard).sort((a, b) => a - b);
+    const known = others.filter((o) => o !== this && o.measured).map((o) => o.msPerShard).sort((a, b) => a - b);
     if (known.length > 0) this.msPerShard = known[Math.floor(known.length / 2)];
   }
 
