@@ -19,8 +19,8 @@ import { decode } from '../shared/codec.ts';
 import { clip, MAX_QUOTED_CHARS } from '../shared/log.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { isSocketError } from '../shared/socket-guard.ts';
-import { RING8_FLAGS, RawPeer, rawPackr, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
-import { cleanup, spawnCli, waitForEvent, type Proc } from './helpers/processes.ts';
+import { RING8_FLAGS, RawPeer, rawPackr, startHonestRun, type InProcessCoordinator } from './helpers/inprocess.ts';
+import { cleanup } from './helpers/processes.ts';
 
 const TOKEN = 'hostile-test-token';
 const MAX_PENDING = 4;
@@ -93,18 +93,10 @@ function closeCodeIn(bytes: Buffer): number | null {
 }
 
 let c: InProcessCoordinator;
-let worker: Proc;
 let reference = '';
 
 beforeAll(async () => {
-  reference = await referenceHash(FLAGS);
-  c = await startInProcessCoordinator({
-    flags: FLAGS,
-    token: TOKEN,
-    network: { handshakeTimeoutMs: HANDSHAKE_MS, maxPendingHandshakes: MAX_PENDING, heartbeatMs: HEARTBEAT_MS },
-  });
-  worker = spawnCli('worker', ['--coordinator', c.url, '--id', 'honest', '--backend', 'wasm'], { env: { GAN_TOKEN: TOKEN, GAN_TEST_SHARD_DELAY_MS: '10' }, name: 'worker honest' });
-  await waitForEvent(worker, 'welcomed', 60_000);
+  ({ c, reference } = await startHonestRun({ flags: FLAGS, token: TOKEN, shardDelayMs: 10, network: { handshakeTimeoutMs: HANDSHAKE_MS, maxPendingHandshakes: MAX_PENDING, heartbeatMs: HEARTBEAT_MS }, }));
 }, TEST_TIMEOUT);
 
 afterAll(async () => {

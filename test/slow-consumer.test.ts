@@ -7,8 +7,8 @@
  */
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawPeer, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
-import { cleanup, spawnCli, waitForEvent, type Proc } from './helpers/processes.ts';
+import { RawPeer, startHonestRun, type InProcessCoordinator } from './helpers/inprocess.ts';
+import { cleanup } from './helpers/processes.ts';
 
 const TOKEN = 'slow-consumer-token';
 const TEST_TIMEOUT = 120_000;
@@ -16,19 +16,10 @@ const TEST_TIMEOUT = 120_000;
 const FLAGS = ['--dataset', 'mnist', '--model', 'mlp-small', '--iterations', '30', '--batch-size', '32', '--shards', '4', '--backend', 'wasm'];
 
 let c: InProcessCoordinator;
-let worker: Proc;
 let reference = '';
 
 beforeAll(async () => {
-  reference = await referenceHash(FLAGS);
-  c = await startInProcessCoordinator({
-    flags: FLAGS,
-    token: TOKEN,
-    network: { heartbeatMs: 600_000 },
-    schedule: { straggler: { factor: 3, minMs: 500 } },
-  });
-  worker = spawnCli('worker', ['--coordinator', c.url, '--id', 'honest', '--backend', 'wasm'], { env: { GAN_TOKEN: TOKEN, GAN_TEST_SHARD_DELAY_MS: '10' }, name: 'worker honest' });
-  await waitForEvent(worker, 'welcomed', 60_000);
+  ({ c, reference } = await startHonestRun({ flags: FLAGS, token: TOKEN, shardDelayMs: 10, network: { heartbeatMs: 600_000 }, schedule: { straggler: { factor: 3, minMs: 500 } }, }));
 }, TEST_TIMEOUT);
 
 afterAll(async () => {

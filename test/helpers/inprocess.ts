@@ -16,7 +16,7 @@ import { createLogger, tapLog, type LogRecord } from '../../shared/log.ts';
 import { PROTOCOL_VERSION } from '../../shared/protocol.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type ReportConfig, type RunResult, type ScheduleConfig } from '../../coordinator/coordinator.ts';
 import { LocalTrainer } from '../../coordinator/local-trainer.ts';
-import { makeTempDir } from './processes.ts';
+import { makeTempDir, spawnCli, waitForEvent, type Proc } from './processes.ts';
 
 /** 40 iterations x 2 phases x 8 shards of ring8 + mlp2d: ~1.5 s on one core, single-process. */
 export const RING8_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
@@ -262,4 +262,27 @@ export class RawPeer {
   terminate(): void {
     this.ws.terminate();
   }
+}
+
+export interface HonestRun {
+  c: InProcessCoordinator;
+  /** gan-train's hash for the same flags. */
+  reference: string;
+  /** A real gan-worker process that trains the run (the honest one beside whatever the test does). */
+  worker: Proc;
+}
+
+/**
+ * The usual stage of a robustness test: the reference hash, an in-process coordinator and one
+ * real worker (GAN_TEST_SHARD_DELAY_MS per shard, so the run outlasts the test's attacks), welcomed.
+ */
+export async function startHonestRun(o: InProcessOptions & { shardDelayMs: number; workerId?: string }): Promise<HonestRun> {
+  const flags = o.flags ?? RING8_FLAGS;
+  const reference = await referenceHash(flags);
+  const c = await startInProcessCoordinator({ ...o, flags });
+  const id = o.workerId ?? 'honest';
+  const env: Record<string, string> = { GAN_TEST_SHARD_DELAY_MS: String(o.shardDelayMs), ...(o.token ? { GAN_TOKEN: o.token } : {}) };
+  const worker = spawnCli('worker', ['--coordinator', c.url, '--id', id, '--backend', 'wasm'], { env, name: `worker ${id}` });
+  await waitForEvent(worker, 'welcomed', 60_000);
+  return { c, reference, worker };
 }
