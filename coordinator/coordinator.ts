@@ -1,7 +1,8 @@
 /**
  * The coordinator: holds the master weights and optimizer state (a TrainingState), accepts
- * workers over WebSockets, hands each phase's micro-shards to them, averages their gradients in
- * shard order and applies Algorithm 1's alternating updates.
+ * workers over WebSockets, hands each phase's micro-shards to them in aligned blocks, averages
+ * the block sums they return over the fixed tree of shared/tree-sum.ts and applies Algorithm 1's
+ * alternating updates.
  *
  * Nothing from the network is trusted: every frame is decoded and validated, every result is
  * checked against what that worker was actually asked to compute, and a peer that breaks the
@@ -21,6 +22,7 @@ import { ConfigError } from '../shared/errors.ts';
 import { listenError } from './listen-error.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
+import { blockKey, blockShards } from '../shared/tree-sum.ts';
 import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
@@ -576,8 +578,10 @@ export class Coordinator {
 
   private onResult(session: WorkerSession, msg: ResultMsg, recvMs = 0): void {
     const task = session.task(msg.taskId);
-    if (!task || !task.shardIds.has(msg.shardId) || task.iteration !== msg.iteration || task.phase !== msg.phase || task.dStep !== msg.dStep) {
-      return this.reject(session, WS_CLOSE.protocolError, 'RESULT_NOT_ASSIGNED', `result for shard ${msg.shardId} of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
+    const block = { first: msg.firstShard, count: msg.count };
+    const key = blockKey(block.first, block.count);
+    if (!task || !task.blocks.has(key) || task.iteration !== msg.iteration || task.phase !== msg.phase || task.dStep !== msg.dStep) {
+      return this.reject(session, WS_CLOSE.protocolError, 'RESULT_NOT_ASSIGNED', `result for shard block [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
     }
     // Checked for late results too, so a wrong length is refused whatever the timing.
     const expected = this.replica.layout[msg.phase as Net].total;
@@ -585,17 +589,18 @@ export class Coordinator {
       return this.reject(session, WS_CLOSE.protocolError, 'GRADIENT_SIZE', `gradient for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
     }
     session.proveAlive();
+    const shardsIn = blockShards(block, this.opts.config.train.shards).length;
     const run = this.phase;
     const current = run && run.plan.iteration === msg.iteration && run.plan.phase === msg.phase && run.plan.dStep === msg.dStep;
     if (!current) {
       // Still a timing sample: a straggler whose results always arrive after its shards were
       // duplicated must not keep its optimistic initial estimate (and its share of every phase).
-      session.recordCompute(msg.computeMs);
+      session.recordCompute(msg.computeMs, shardsIn);
       this.noteCompute(session, msg.computeMs, false);
-      this.log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, shardId: msg.shardId }, 'late result for a finished phase dropped');
+      this.log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, 'late result for a finished phase dropped');
       return;
     }
-    session.recordCompute(msg.computeMs);
+    session.recordCompute(msg.computeMs, shardsIn);
     this.noteCompute(session, msg.computeMs, true);
     this.lastResultRecvMs = recvMs;
     if (msg.timing) {
@@ -605,21 +610,15 @@ export class Coordinator {
       acc.transfer += t.recvMs + t.sendMs;
       this.phaseWorkerTiming.set(session.sessionId, acc);
     }
-    const verdict = run.accept(session, msg.shardId, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake });
+    const verdict = run.accept(session, block, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake });
     if (verdict === 'disputed' || verdict === 'wrong') {
       const { iteration, phase, dStep } = run.plan;
       this.log.warn(
-        { event: 'warning', code: 'VERIFY_MISMATCH', workers: verdict === 'wrong' ? [session.workerId] : run.opinionGivers(msg.shardId), shardId: msg.shardId, iteration, phase, dStep, settled: verdict === 'wrong' },
-        verdict === 'wrong' ? `worker ${session.workerId} returned a result that differs from the verified one` : `two workers disagree on shard ${msg.shardId}; another worker decides`,
+        { event: 'warning', code: 'VERIFY_MISMATCH', workers: verdict === 'wrong' ? [session.workerId] : run.opinionGivers(msg.firstShard), shardId: msg.firstShard, iteration, phase, dStep, settled: verdict === 'wrong' },
+        verdict === 'wrong' ? `worker ${session.workerId} returned a result that differs from the verified one` : `two workers disagree on shard ${msg.firstShard}; another worker decides`,
       );
     }
-    for (const convicted of run.takeConvicted()) this.ban(convicted, msg.shardId);
-    // Fold the results in shard order while later shards are still being computed.
-    if (verdict === 'accepted' && this.phase === run) {
-      const t0 = performance.now();
-      this.state.averages[run.plan.phase].advance(run.results.map((r) => r?.gradient));
-      this.timeSplit.addApply(performance.now() - t0);
-    }
+    for (const convicted of run.takeConvicted()) this.ban(convicted, msg.firstShard);
     // Whatever the verdict, the worker may be idle now (or the phase done).
     this.wakePhase?.();
   }
@@ -669,8 +668,9 @@ export class Coordinator {
         if (s.realLabels) spec.realLabels = s.realLabels;
         return spec;
       });
-      a.worker.rememberTask(taskId, { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardIds: new Set(a.shardIds) });
-      a.worker.send({ type: 'task', taskId, iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, gVersion: versions.G, dVersion: versions.D, shards });
+      const blocks = run.blocksOf(a);
+      a.worker.rememberTask(taskId, { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardIds: new Set(a.shardIds), blocks: new Set(blocks.map((b) => blockKey(b.first, b.count))) });
+      a.worker.send({ type: 'task', taskId, iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, gVersion: versions.G, dVersion: versions.D, shards, shardCount: plan.shards.length, blocks });
       if (a.duplicate) {
         this.log.info({ event: 'shard_duplicated', to: a.worker.workerId, shards: a.shardIds, iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep }, 'straggler: shard duplicated to an idle worker');
       }
@@ -699,7 +699,6 @@ export class Coordinator {
     this.phaseCompute.clear();
     this.phaseWorkerTiming.clear();
     this.lastResultRecvMs = 0;
-    this.state.averages[plan.phase].restart();
     const tDispatch = performance.now();
     const tick = this.opts.schedule.tickMs;
     while (!run.done) {
@@ -731,7 +730,7 @@ export class Coordinator {
       this.wakePhase = null;
     }
     const tResults = performance.now();
-    const summary = this.state.applyPhase(plan, run.ordered());
+    const summary = this.state.applyBlocks(plan, run.blocks());
     this.phase = null;
     const before = this.timeSplit.pendingOwnMs();
     this.broadcastWeights(plan.phase);

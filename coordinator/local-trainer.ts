@@ -1,11 +1,12 @@
 /**
  * The single-process trainer: Algorithm 1 with the same planning, shard seeds, step functions
- * and shard-order averaging as the distributed mode, all in one process. Its weights are the
+ * and tree-sum averaging (shared/tree-sum.ts) as the distributed mode, all in one process. Its weights are the
  * reference the coordinator + workers must match bit for bit.
  *
  * With --wire fp16 there is no wire here, but its rounding is applied where the distributed run
  * has one: shards are computed on the weights as a worker decodes them (roundTripHalf of the
- * master weights) and each shard gradient is rounded as the coordinator decodes it. Master
+ * master weights), each shard gradient is rounded as the coordinator decodes it, and every
+ * two-child node of the sum tree is rounded as it would be on the wire. Master
  * weights, optimizer state, samples and exports stay float32.
  */
 import { assertCanTrain } from '../shared/backend.ts';

@@ -3,10 +3,16 @@
  * results are in, and what to re-issue when a worker is lost or too slow. It owns no sockets:
  * the coordinator asks it what to send and tells it what arrived, which keeps it testable.
  *
- * Invariant: the result for shard s is the first valid one to arrive, whoever computed it; since
- * results do not depend on who computes them, duplicates and re-runs cannot change the weights.
+ * Workers return one result per aligned block of the phase's sum tree (shared/tree-sum.ts): a
+ * worker's contiguous shards are planned as at most 2 log2(S) aligned blocks (blocksOf()), and a
+ * block's result completes all its shards. Invariant: shard s is final with the first valid
+ * block result covering it, whoever computed it; since a block's value does not depend on who
+ * computes it and any cover of the shards by aligned blocks gives the same tree root, duplicates,
+ * re-runs and different groupings cannot change the weights. A worker that is lost before a
+ * block's result arrives loses the whole block: its shards go back to the pool.
  *
- * Verified shards (--verify-fraction, see coordinator/verify.ts) are the exception: their result
+ * Verified shards (--verify-fraction, see coordinator/verify.ts) are always single-shard blocks
+ * (results are compared bit for bit per shard), and the exception: their result
  * counts only once two different workers (different workerIds, same compute backend) returned
  * bit-identical results. Each is handed to two workers at once; when their results differ, to a
  * third, and so on until two agree. Every worker whose result differs from the agreed one is
@@ -14,7 +20,8 @@
  * contributed to this phase, so the phase never completes with a suspect gradient.
  */
 import type { ShardResult } from '../shared/replica.ts';
-import type { PhasePlan } from '../shared/training-state.ts';
+import type { BlockResults, PhasePlan } from '../shared/training-state.ts';
+import { blockKey, blockShards, isAlignedBlock, planBlocks, type ShardBlock } from '../shared/tree-sum.ts';
 
 export interface Assignee {
   /** Connection-unique id. */
@@ -79,7 +86,10 @@ export interface StragglerPolicy {
 }
 
 export class PhaseRun<W extends Assignee> {
+  /** Per shard: the result of the block that made it final (for a single-shard block, the shard's own). */
   readonly results: (ShardResult | undefined)[];
+  /** Per shard: that block. */
+  private blockOf: (ShardBlock | undefined)[];
   private unassigned: number[];
   /** shardId -> workers that hold it (more than one after duplication). */
   private holders = new Map<number, Set<W>>();
@@ -105,6 +115,7 @@ export class PhaseRun<W extends Assignee> {
   constructor(readonly plan: PhasePlan, private policy: StragglerPolicy, verified: Iterable<number> = []) {
     // Dense (not `new Array(n)` holes): ordered() maps over it and must see every missing shard.
     this.results = new Array<ShardResult | undefined>(plan.shards.length).fill(undefined);
+    this.blockOf = new Array<ShardBlock | undefined>(plan.shards.length).fill(undefined);
     this.unassigned = plan.shards.map((s) => s.shardId);
     this.remaining = plan.shards.length;
     this.verified = new Set([...verified].filter((id) => id >= 0 && id < plan.shards.length));
@@ -122,19 +133,33 @@ export class PhaseRun<W extends Assignee> {
     return this.owed.get(worker.sessionId)?.size ?? 0;
   }
 
-  private give(worker: W, shardIds: number[], now: number): void {
+  /**
+   * How an assignment's shards are grouped into blocks of the sum tree (one result each): the
+   * fewest aligned blocks per contiguous run; verified and duplicated shards as single blocks.
+   */
+  blocksOf(a: Pick<Assignment<W>, 'shardIds' | 'duplicate' | 'verify'>): ShardBlock[] {
+    if (a.duplicate || a.verify) return a.shardIds.map((id) => ({ first: id, count: 1 }));
+    return planBlocks(a.shardIds, this.plan.shards.length, this.verified);
+  }
+
+  private give(worker: W, shardIds: number[], now: number, blocks: ShardBlock[] = this.blocksOf({ shardIds, duplicate: false })): void {
     let owed = this.owed.get(worker.sessionId);
     if (!owed) this.owed.set(worker.sessionId, (owed = new Set()));
-    shardIds.forEach((id) => {
-      owed!.add(id);
-      let h = this.holders.get(id);
-      if (!h) this.holders.set(id, (h = new Set()));
-      h.add(worker);
-      // Expected completion: everything queued on this worker up to and including this shard.
-      const expectMs = owed!.size * worker.msPerShard;
-      if (!this.issued.has(id)) this.issued.set(id, { at: now, expectMs });
-      this.held.set(`${worker.sessionId}:${id}`, { worker, shardId: id, at: now, expectMs, reported: false });
-    });
+    const shards = this.plan.shards.length;
+    for (const block of blocks) {
+      const ids = blockShards(block, shards);
+      for (const id of ids) owed.add(id);
+      // Expected completion: everything queued on this worker up to and including this block
+      // (a block's shards all arrive with its one result).
+      const expectMs = owed.size * worker.msPerShard;
+      for (const id of ids) {
+        let h = this.holders.get(id);
+        if (!h) this.holders.set(id, (h = new Set()));
+        h.add(worker);
+        if (!this.issued.has(id)) this.issued.set(id, { at: now, expectMs });
+        this.held.set(`${worker.sessionId}:${id}`, { worker, shardId: id, at: now, expectMs, reported: false });
+      }
+    }
   }
 
   /**
@@ -177,27 +202,53 @@ export class PhaseRun<W extends Assignee> {
       if (counts[i] === 0) return;
       const ids = this.unassigned.slice(cursor, cursor + counts[i]);
       cursor += counts[i];
-      this.give(w, ids, now);
+      this.give(w, ids, now, this.blocksOf({ shardIds: ids, duplicate: false }));
       out.push({ worker: w, shardIds: ids, duplicate: false });
     });
     this.unassigned = [];
     return out;
   }
 
-  /** Records a result. Only the first valid result per shard counts (verified shards: the first two that agree). */
-  accept(worker: W, shardId: number, result: ShardResult): ResultVerdict {
+  /**
+   * Records a block's result (a shard id: the single-shard block). It makes final every shard of
+   * the block that is not yet (verified shards: the first two single-shard results that agree);
+   * 'duplicate' when all were final already.
+   */
+  accept(worker: W, block: ShardBlock | number, result: ShardResult): ResultVerdict {
+    const b = typeof block === 'number' ? { first: block, count: 1 } : block;
+    const shards = this.plan.shards.length;
+    if (!isAlignedBlock(b.first, b.count, shards)) return 'not-assigned';
+    const ids = blockShards(b, shards);
     // Held, not owed: once the first result for a duplicated shard is in, the other holders no
     // longer owe it, but their (late) results were still legitimately asked for.
-    if (!this.holders.get(shardId)?.has(worker)) return 'not-assigned';
-    this.owed.get(worker.sessionId)?.delete(shardId);
-    if (this.verified.has(shardId)) return this.acceptOpinion(worker, shardId, result);
-    if (this.results[shardId]) return 'duplicate';
-    this.finish(shardId, result, [worker]);
+    if (!ids.every((id) => this.holders.get(id)?.has(worker))) return 'not-assigned';
+    // Verified shards are compared one by one: never part of a larger block.
+    if (ids.length > 1 && ids.some((id) => this.verified.has(id))) return 'not-assigned';
+    for (const id of ids) this.owed.get(worker.sessionId)?.delete(id);
+    if (ids.length === 1 && this.verified.has(ids[0])) return this.acceptOpinion(worker, ids[0], result);
+    if (ids.every((id) => this.results[id])) return 'duplicate';
+    const node = { first: b.first, count: b.count };
+    for (const id of ids) if (!this.results[id]) this.finish(id, result, [worker], node);
     return 'accepted';
   }
 
-  private finish(shardId: number, result: ShardResult, credit: W[]): void {
+  /**
+   * The accepted blocks' results by blockKey, for TrainingState.applyBlocks (only once done).
+   * They may overlap (a duplicated shard inside a block that arrived later); every one is a
+   * node of the tree, so whichever covers a path first gives the same root.
+   */
+  blocks(): BlockResults {
+    const out = new Map<string, ShardResult>();
+    this.results.forEach((r, id) => {
+      const b = this.blockOf[id];
+      if (r && b) out.set(blockKey(b.first, b.count), r);
+    });
+    return out;
+  }
+
+  private finish(shardId: number, result: ShardResult, credit: W[], block: ShardBlock = { first: shardId, count: 1 }): void {
     this.results[shardId] = result;
+    this.blockOf[shardId] = block;
     this.credited.set(shardId, credit);
     this.remaining--;
     // Other holders of a duplicated shard no longer owe it.
@@ -272,6 +323,7 @@ export class PhaseRun<W extends Assignee> {
       if (!credit.some(isWho)) continue;
       const result = this.results[id]!;
       this.results[id] = undefined;
+      this.blockOf[id] = undefined;
       this.credited.delete(id);
       this.issued.delete(id);
       this.remaining++;
@@ -340,7 +392,7 @@ export class PhaseRun<W extends Assignee> {
         }
         if (!best) break;
         load.set(best.sessionId, load.get(best.sessionId)! + 1);
-        this.give(best, [id], now);
+        this.give(best, [id], now, [{ first: id, count: 1 }]);
         const list = picked.get(best) ?? [];
         list.push(id);
         picked.set(best, list);
@@ -406,7 +458,7 @@ export class PhaseRun<W extends Assignee> {
       }
       if (pick < 0) continue;
       taken.add(pick);
-      this.give(w, [pick], now);
+      this.give(w, [pick], now, [{ first: pick, count: 1 }]);
       out.push({ worker: w, shardIds: [pick], duplicate: true });
     }
     return out;

@@ -24,6 +24,8 @@ export interface TaskRecord {
   phase: Phase;
   dStep: number;
   shardIds: Set<number>;
+  /** The blocks handed out (blockKey): the only results this task may answer with. */
+  blocks: Set<string>;
 }
 
 /** How many past tasks a session remembers, to tell a late result from a forged one. */
@@ -179,10 +181,12 @@ export class WorkerSession implements Assignee {
     return this.tasks.get(taskId);
   }
 
-  /** Exponential moving average of reported compute time per shard. */
-  recordCompute(ms: number): void {
+  /** Exponential moving average of reported compute time per shard (a result of `shards` shards took ms). */
+  recordCompute(ms: number, shards = 1): void {
     this.late = false;
-    this.shardsDone++;
-    this.msPerShard = this.shardsDone === 1 ? ms : 0.8 * this.msPerShard + 0.2 * ms;
+    const first = this.shardsDone === 0;
+    this.shardsDone += shards;
+    const perShard = ms / shards;
+    this.msPerShard = first ? perShard : 0.8 * this.msPerShard + 0.2 * perShard;
   }
 }

@@ -29,6 +29,7 @@
  * DecodeLimits.wire, so a peer cannot slip an unrounded float32 gradient into an fp16 run.
  */
 import { Packr } from 'msgpackr';
+import { isAlignedBlock } from './tree-sum.ts';
 import { decodeHalf, encodeHalf, firstNonFiniteHalf, fromHalfBits, HALF_BLOCK, halfBlocks } from './float16.ts';
 import {
   MESSAGE_TYPES,
@@ -319,13 +320,14 @@ const VALIDATORS: Record<MessageType, Validator> = {
   },
 
   task(o, limits) {
-    keys(o, 'task', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'gVersion', 'dVersion', 'shards']);
+    keys(o, 'task', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'gVersion', 'dVersion', 'shards', 'shardCount', 'blocks']);
     int(o, 'taskId', 'task', 0, MAX_INT);
     int(o, 'iteration', 'task', 0, MAX_INT);
     oneOf(o, 'phase', 'task', PHASES);
     int(o, 'dStep', 'task', 0, MAX_INT);
     int(o, 'gVersion', 'task', 0, MAX_INT);
     int(o, 'dVersion', 'task', 0, MAX_INT);
+    const shardCount = int(o, 'shardCount', 'task', 1, MAX_INT);
     const shards = o.shards;
     if (!Array.isArray(shards)) {
       missing(o, 'shards', 'task');
@@ -344,6 +346,7 @@ const VALIDATORS: Record<MessageType, Validator> = {
       keys(s, path, ['shardId', 'seed', 'rows', 'real', 'realCodes', 'realLabels']);
       const shardId = int(s, 'shardId', path, 0, MAX_INT);
       if (seen.has(shardId)) bad(`${path}.shardId ${shardId} appears more than once in the task`);
+      if (shardId >= shardCount) bad(`${path}.shardId ${shardId} must be below task.shardCount (${shardCount})`);
       seen.add(shardId);
       int(s, 'seed', path, 0, UINT32_MAX);
       const rows = int(s, 'rows', path, 1, MAX_INT);
@@ -365,15 +368,40 @@ const VALIDATORS: Record<MessageType, Validator> = {
         if (labels.length !== rows) bad(`${path}.realLabels length ${labels.length} must equal rows (${rows})`);
       }
     }
+    // Blocks: aligned blocks of the sum tree whose shards, in order, are exactly the task's.
+    const blocks = o.blocks;
+    if (!Array.isArray(blocks)) {
+      missing(o, 'blocks', 'task');
+      bad(`task.blocks must be an array, got ${describe(blocks)}`);
+    }
+    if (blocks.length === 0 || blocks.length > shards.length) bad(`task.blocks must have 1 to ${shards.length} entries (one per block of the task's shards), got ${blocks.length}`);
+    let next = 0;
+    for (let i = 0; i < blocks.length; i++) {
+      const b: unknown = blocks[i];
+      const path = `task.blocks[${i}]`;
+      if (!isPlainObject(b)) bad(`${path} must be a map, got ${describe(b)}`);
+      keys(b, path, ['first', 'count']);
+      const first = int(b, 'first', path, 0, shardCount - 1);
+      const count = int(b, 'count', path, 1, MAX_INT);
+      if (!isAlignedBlock(first, count, shardCount)) bad(`${path} [${first}, ${first} + ${count}) is not an aligned block of the sum tree over ${shardCount} shards`);
+      const end = Math.min(first + count, shardCount);
+      for (let id = first; id < end; id++, next++) {
+        const shard = shards[next] as Obj | undefined;
+        if (!shard || shard.shardId !== id) bad(`${path} covers shard ${id}, but task.shards[${next}] is ${shard ? `shard ${String(shard.shardId)}` : 'missing'}: blocks must cover exactly the task's shards, in order`);
+      }
+    }
+    if (next !== shards.length) bad(`task.blocks cover ${next} shards, but the task has ${shards.length}`);
   },
 
   result(o, limits) {
-    keys(o, 'result', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'shardId', 'gradient', 'stats', 'computeMs', 'timing']);
+    keys(o, 'result', ['type', 'protocol', 'taskId', 'iteration', 'phase', 'dStep', 'firstShard', 'count', 'gradient', 'stats', 'computeMs', 'timing']);
     int(o, 'taskId', 'result', 0, MAX_INT);
     int(o, 'iteration', 'result', 0, MAX_INT);
     oneOf(o, 'phase', 'result', PHASES);
     int(o, 'dStep', 'result', 0, MAX_INT);
-    int(o, 'shardId', 'result', 0, MAX_INT);
+    const firstShard = int(o, 'firstShard', 'result', 0, MAX_INT);
+    const count = int(o, 'count', 'result', 1, MAX_INT);
+    if (count > 2 ** 30 || (count & (count - 1)) !== 0 || firstShard % count !== 0) bad(`result block [${firstShard}, ${firstShard} + ${count}) must be aligned: count a power of two, firstShard a multiple of it`);
     floats(o, 'gradient', 'result', limits, limits.wire ?? 'fp32');
     const stats = obj(o, 'stats', 'result');
     keys(stats, 'result.stats', ['loss', 'dReal', 'dFake']);

@@ -15,7 +15,7 @@
  * versions rather than guess, because a silently misread gradient corrupts a run without any
  * visible error.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export type MessageType =
   | 'hello'
@@ -151,8 +151,18 @@ export interface WeightsMsg {
 }
 
 /**
+ * An aligned block of the phase's sum tree (shared/tree-sum.ts): shards [first, first + count)
+ * clipped to [0, shardCount); count a power of two <= the tree size, first a multiple of count.
+ */
+export interface BlockSpec {
+  first: number;
+  count: number;
+}
+
+/**
  * coordinator -> worker: compute gradients for these shards against the given weight versions.
- * The worker answers with one result per shard.
+ * `blocks` groups the shards (in order, each shard in exactly one block); the worker answers
+ * with one result per block, the sum of its shards' gradients over the fixed tree.
  */
 export interface TaskMsg {
   type: 'task';
@@ -165,9 +175,18 @@ export interface TaskMsg {
   dVersion: number;
   /** 1..4096 entries, shardIds unique. */
   shards: ShardSpec[];
+  /** S, the phase's shard count (the tree's leaves), >= every shardId + 1. */
+  shardCount: number;
+  /** Aligned blocks whose shards, concatenated, are exactly `shards`' ids in order. */
+  blocks: BlockSpec[];
 }
 
-/** worker -> coordinator: the gradient for one shard of a task. */
+/**
+ * worker -> coordinator: the summed gradient of one block of a task (firstShard and count as in
+ * the task's blocks): the block's raw tree value (shared/tree-sum.ts blockRawSum; with --wire
+ * fp16 the wire rounding then makes it the node's value). `stats` are sums over the block's
+ * shards (over the same tree), computeMs the time for all of them.
+ */
 export interface ResultMsg {
   type: 'result';
   protocol: number;
@@ -175,7 +194,8 @@ export interface ResultMsg {
   iteration: number;
   phase: Phase;
   dStep: number;
-  shardId: number;
+  firstShard: number;
+  count: number;
   gradient: Float32Array;
   stats: { loss: number; dReal: number; dFake: number };
   computeMs: number;

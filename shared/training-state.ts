@@ -1,7 +1,7 @@
 /**
  * The master side of Algorithm 1: weights, optimizers, data sampler and position in the run.
- * It plans each phase as fixed micro-shards and applies the shard-order average of their
- * gradients. The single-process trainer and the coordinator both drive this one class; only
+ * It plans each phase as fixed micro-shards and applies the average of their gradients summed
+ * over a fixed pairwise tree of shard indices (shared/tree-sum.ts). The single-process trainer and the coordinator both drive this one class; only
  * who computes the shards differs.
  */
 import type { DataSource } from './data/types.ts';
@@ -13,6 +13,7 @@ import { createOptimizer, type Optimizer, type OptimizerState } from './optimize
 import type { Net, Phase, ShardInput, ShardResult } from './replica.ts';
 import { deriveSeed, STREAM } from './rng.ts';
 import { Sampler, type SamplerState } from './sampler.ts';
+import { blockKey, quantizerFor, treeAverage, treeStats, type Quantizer } from './tree-sum.ts';
 
 export interface PhaseKey {
   /** 0-based iteration of Algorithm 1. */
@@ -51,88 +52,20 @@ export function shardSeed(runSeed: number, key: PhaseKey, shardId: number): numb
 }
 
 /**
- * Sums shard gradients in shard order, then divides by the shard count. Float addition is not
- * associative, so the fixed order is what makes the result independent of arrival order.
+ * The average of a phase's shard gradients (given in shard order, final values: already
+ * wire-rounded where the run has a wire) over the fixed pairwise tree of shared/tree-sum.ts:
+ * f32(root / S). `q` is the rounding internal nodes get (the fp16 wire's, or none).
  */
-export function averageInShardOrder(gradients: Float32Array[]): Float32Array {
+export function averageShardGradients(gradients: readonly Float32Array[], q: Quantizer = null): Float32Array {
   if (gradients.length === 0) throw new GanError('NO_GRADIENTS', 'cannot average zero shard gradients');
-  const avg = new ShardOrderAverage(gradients.length);
-  return avg.average(gradients);
+  return treeAverage(gradients.length, (lo, size) => (size === 1 ? gradients[lo] : undefined), q);
 }
 
 /**
- * averageInShardOrder, folded in as the shard gradients arrive: the coordinator adds shard s as
- * soon as shards 0..s are all in, while later shards are still being computed, so at the end of
- * a phase only the last shard and the division are left. Every value goes through exactly the
- * float32 operations of the plain definition -- acc = g0; acc = f32(acc + gs) for s = 1..n-1;
- * avg = f32(acc / n) -- so the result is bit-identical whatever the arrival order. The division is
- * fused into the last addition and the first addition reads g0 directly (n - 1 passes over the
- * values instead of n + 1). One instance can serve phase after phase: its two buffers are reused
- * (no fresh multi-megabyte allocation per phase), so an average it returned is only valid until
- * its next average().
+ * Values of nodes of the phase's tree, by blockKey(first, count): the blocks a coordinator
+ * accepted (gradient and per-block sums of the statistics), or the single shards of gan-train.
  */
-export class ShardOrderAverage {
-  /** Running sum of shards 0..foldedIn-1 (valid once two are in; shard 0 alone is not copied). */
-  private acc: Float32Array | null = null;
-  private out: Float32Array | null = null;
-  /** The gradients folded in so far, by shard; average() checks they are still the ones given. */
-  private foldedIn: Float32Array[] = [];
-
-  constructor(readonly shards: number) {}
-
-  /** Forgets what was folded in (a new phase). */
-  restart(): void {
-    this.foldedIn = [];
-  }
-
-  /** Folds in shards in order for as long as the next one is available (never the last: average() fuses it with the division). */
-  advance(gradients: readonly (Float32Array | undefined)[]): void {
-    while (this.foldedIn.length < this.shards - 1) {
-      const g = gradients[this.foldedIn.length];
-      if (!g) return;
-      this.fold(g);
-    }
-  }
-
-  /** The average of all shards' gradients (given in shard order); then ready for the next phase. */
-  average(gradients: readonly Float32Array[]): Float32Array {
-    const n = this.shards;
-    if (gradients.length !== n) throw new GanError('MISSING_SHARDS', `averaging needs ${n} shard gradients, got ${gradients.length}`);
-    const len = gradients[0].length;
-    for (let s = 1; s < n; s++) {
-      if (gradients[s].length !== len) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${gradients[s].length} values, expected ${len}`);
-    }
-    // A result folded in earlier may have been replaced since (a worker banned mid-phase): start over.
-    if (this.foldedIn.some((g, s) => g !== gradients[s])) this.foldedIn = [];
-    while (this.foldedIn.length < n - 1) this.fold(gradients[this.foldedIn.length]);
-    const last = gradients[n - 1];
-    const out = (this.out = this.out?.length === len ? this.out : new Float32Array(len));
-    if (n === 1) {
-      for (let i = 0; i < len; i++) out[i] = last[i] / n;
-    } else {
-      const acc = n === 2 ? this.foldedIn[0] : this.acc!;
-      for (let i = 0; i < len; i++) out[i] = Math.fround(acc[i] + last[i]) / n;
-    }
-    this.foldedIn = [];
-    return out;
-  }
-
-  private fold(g: Float32Array): void {
-    const s = this.foldedIn.length;
-    if (s > 0 && g.length !== this.foldedIn[0].length) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard gradient ${s} has ${g.length} values, expected ${this.foldedIn[0].length}`);
-    this.foldedIn.push(g);
-    if (s === 0) return;
-    const len = g.length;
-    if (s === 1) {
-      const g0 = this.foldedIn[0];
-      const acc = (this.acc = this.acc?.length === len ? this.acc : new Float32Array(len));
-      for (let i = 0; i < len; i++) acc[i] = g0[i] + g[i];
-      return;
-    }
-    const acc = this.acc!;
-    for (let i = 0; i < len; i++) acc[i] += g[i];
-  }
-}
+export type BlockResults = ReadonlyMap<string, ShardResult>;
 
 export class TrainingState {
   iteration = 0;
@@ -143,15 +76,14 @@ export class TrainingState {
   private sampler: Sampler;
   /** --g-ema: the moving average of G's weights, or null when off (see updateGEma). */
   private gEma: Float32Array | null = null;
-  /**
-   * Per net, the shard-order average applyPhase uses, reused phase after phase (no multi-megabyte
-   * allocation per phase). The coordinator folds results into it as they arrive (advance()).
-   */
-  readonly averages: Record<Net, ShardOrderAverage>;
+  /** Per net, the buffer the phase average is written into, reused phase after phase. */
+  private averageOut: Record<Net, Float32Array | undefined> = { G: undefined, D: undefined };
+  /** How internal nodes of the sum tree are rounded (--wire fp16), see shared/tree-sum.ts. */
+  private readonly quantize: Quantizer;
 
   constructor(readonly config: GanConfig, readonly source: DataSource, readonly layout: Record<Net, NetLayout>, snapshot?: TrainingSnapshot) {
     const seed = config.train.seed;
-    this.averages = { G: new ShardOrderAverage(config.train.shards), D: new ShardOrderAverage(config.train.shards) };
+    this.quantize = quantizerFor(config.train.wire);
     this.optimizers = {
       G: createOptimizer(layout.G.total, config.optimizer),
       D: createOptimizer(layout.D.total, config.optimizer),
@@ -255,21 +187,33 @@ export class TrainingState {
   }
 
   /**
-   * Applies a phase's results (one per shard, in shard order) and advances the position. Results
-   * already folded into `averages` (by the coordinator, as they arrived) are not added again; the
-   * arithmetic is the same either way.
+   * Applies a phase's results, one per shard in shard order (final values: wire-rounded where the
+   * distributed run has a wire), summed over the fixed tree, and advances the position.
    */
   applyPhase(plan: PhasePlan, results: ShardResult[]): PhaseSummary {
+    if (results.length !== plan.shards.length) {
+      throw new GanError('MISSING_SHARDS', `phase needs ${plan.shards.length} shard results, got ${results.length}`);
+    }
+    return this.applyBlocks(plan, new Map(results.map((r, s) => [blockKey(s, 1), r])));
+  }
+
+  /**
+   * Applies a phase from the values of aligned blocks of its sum tree (blocks may overlap; every
+   * shard must be covered by at least one): the same root whatever the cover, so the coordinator
+   * may pass the blocks its workers sent. Statistics are the per-block sums, averaged over S.
+   */
+  applyBlocks(plan: PhasePlan, blocks: BlockResults): PhaseSummary {
     const expected = this.nextKey();
     if (plan.iteration !== expected.iteration || plan.phase !== expected.phase || plan.dStep !== expected.dStep) {
       throw new GanError('PHASE_OUT_OF_ORDER', `applying ${plan.phase}-phase of iteration ${plan.iteration} step ${plan.dStep}, but ${expected.phase}-phase of iteration ${expected.iteration} step ${expected.dStep} is next`);
     }
-    if (results.length !== plan.shards.length) {
-      throw new GanError('MISSING_SHARDS', `phase needs ${plan.shards.length} shard results, got ${results.length}`);
-    }
+    const shards = plan.shards.length;
     const net: Net = plan.phase;
-    const gradients = results.map((r) => r.gradient);
-    this.optimizers[net].apply(this.weights[net], this.averages[net].average(gradients));
+    const known = (lo: number, size: number) => blocks.get(blockKey(lo, size));
+    const avg = treeAverage(shards, (lo, size) => known(lo, size)?.gradient, this.quantize, this.averageOut[net]);
+    this.averageOut[net] = avg;
+    const stats = treeStats(shards, known);
+    this.optimizers[net].apply(this.weights[net], avg);
     this.versions[net]++;
     if (net === 'G') this.updateGEma();
     if (plan.phase === 'D') {
@@ -278,8 +222,7 @@ export class TrainingState {
       this.dStep = 0;
       this.iteration++;
     }
-    const mean = (f: (r: ShardResult) => number) => results.reduce((a, r) => a + f(r), 0) / results.length;
-    return { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, loss: mean((r) => r.loss), dReal: mean((r) => r.dReal), dFake: mean((r) => r.dFake) };
+    return { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, loss: stats.loss / shards, dReal: stats.dReal / shards, dFake: stats.dFake / shards };
   }
 
   snapshot(): TrainingSnapshot {

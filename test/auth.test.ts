@@ -89,7 +89,7 @@ describe('authentication and frame limits under attack', () => {
     const pushy = await RawPeer.connect(c.url);
     pushy.hello('pushy');
     await pushy.next((m) => m.type === 'challenge');
-    pushy.sendMsg({ type: 'result', protocol: PROTOCOL_VERSION, taskId: 1, iteration: 0, phase: 'D', dStep: 0, shardId: 0, gradient: new Float32Array(4), stats: { loss: 0, dReal: 0, dFake: 0 }, computeMs: 1 });
+    pushy.sendMsg({ type: 'result', protocol: PROTOCOL_VERSION, taskId: 1, iteration: 0, phase: 'D', dStep: 0, firstShard: 0, count: 1, gradient: new Float32Array(4), stats: { loss: 0, dReal: 0, dFake: 0 }, computeMs: 1 });
     await expectRefused(pushy, WS_CLOSE.protocolError, 'NOT_AUTHENTICATED');
     stillTraining();
   }, TEST_TIMEOUT);
@@ -136,7 +136,7 @@ describe('authentication and frame limits under attack', () => {
     const maxFloats = Math.max(G.total, D.total);
     const limit = maxFloats * 4 + 64 * 1024;
     // The largest legitimate frame (a result for the bigger net) fits.
-    const biggest = rawPackr.pack({ type: 'result', protocol: PROTOCOL_VERSION, taskId: 2 ** 40, iteration: 2 ** 40, phase: 'D', dStep: 0, shardId: 4095, gradient: new Float32Array(maxFloats), stats: { loss: -1e-300, dReal: 1e300, dFake: 0.1 }, computeMs: 1e9 });
+    const biggest = rawPackr.pack({ type: 'result', protocol: PROTOCOL_VERSION, taskId: 2 ** 40, iteration: 2 ** 40, phase: 'D', dStep: 0, firstShard: 4095, count: 1, gradient: new Float32Array(maxFloats), stats: { loss: -1e-300, dReal: 1e300, dFake: 0.1 }, computeMs: 1e9 });
     expect(biggest.length).toBeLessThan(limit);
 
     // Before auth ws itself holds the limit: one byte over is refused from the frame header (1009).

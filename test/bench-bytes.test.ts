@@ -14,7 +14,7 @@
  */
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { measuredWindows, totalsByWorker, wireBytesPerIterationPerWorker, type ProgressLine } from '../bench/lib/accounting.ts';
+import { gradientsPerPhase, measuredWindows, minimumBytesPerIterationPerWorker, totalsByWorker, wireBytesPerIterationPerWorker, type ProgressLine } from '../bench/lib/accounting.ts';
 import { cleanup, eventsOf, makeTempDir, spawnCli, waitForEvent, waitForExit } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
@@ -91,6 +91,16 @@ afterEach(async () => {
 }, HEAVY_TEST_MS);
 
 describe('bench byte accounting', () => {
+  it('the minimum counts one gradient per block a worker holds, not per shard: flat in S', () => {
+    for (const S of [4, 8, 16, 32, 64]) expect(gradientsPerPhase(S, 1), `S=${S}`).toBe(1);
+    expect(gradientsPerPhase(64, 2)).toBe(2);
+    expect(gradientsPerPhase(6, 2)).toBe(4); // [0, 3) = [0, 2) + [2, 1); [3, 6) = [3, 1) + [4, 4) (clipped to 4, 5)
+    expect(gradientsPerPhase(64, 3)).toBe(11); // ranges not aligned to the tree cost up to 2 log2(S) blocks each
+    expect(gradientsPerPhase(3, 5)).toBe(3);
+    const m = minimumBytesPerIterationPerWorker({ params: { G: 100, D: 50 }, shards: 64, dSteps: 1, workers: 2, bytesPerValue: 4 });
+    expect(m).toEqual({ down: 600, up: 600, total: 1200 });
+  });
+
   it('per-worker bytes in the progress lines equal what a TCP proxy in front of each worker counted', async () => {
     const runDir = makeTempDir('gan-bench-bytes-');
     const c = spawnCli('coordinator', [

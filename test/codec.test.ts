@@ -77,6 +77,11 @@ const samples: { [K in Message['type']]: Outgoing<Extract<Message, { type: K }>>
       { shardId: 1, seed: 0, rows: 2, real: floats(2 * 784, 5), realLabels: new Int32Array([3, 9]) },
       { shardId: 7, seed: 123, rows: 3, real: floats(3 * 10, 6) },
     ],
+    shardCount: 8,
+    blocks: [
+      { first: 0, count: 2 },
+      { first: 7, count: 1 },
+    ],
   },
   result: {
     type: 'result',
@@ -84,7 +89,8 @@ const samples: { [K in Message['type']]: Outgoing<Extract<Message, { type: K }>>
     iteration: 9,
     phase: 'G',
     dStep: 0,
-    shardId: 7,
+    firstShard: 4,
+    count: 4,
     gradient: floats(10_000, 7),
     stats: { loss: 0.693, dReal: 0.51, dFake: -0.49 },
     computeMs: 12.5,
@@ -210,17 +216,18 @@ describe('error codes', () => {
   });
 
   it('UNKNOWN_TYPE for unknown, missing and non-string types', () => {
-    expectFail(decode(craft({ type: 'gossip', protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', '"gossip"');
-    expectFail(decode(craft({ protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
-    expectFail(decode(craft({ type: 3, protocol: 1 }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
-    expectFail(decode(craft({ type: 'constructor', protocol: 1 }), LIMITS), 'UNKNOWN_TYPE');
+    expectFail(decode(craft({ type: 'gossip', protocol: PROTOCOL_VERSION }), LIMITS), 'UNKNOWN_TYPE', '"gossip"');
+    expectFail(decode(craft({ protocol: PROTOCOL_VERSION }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
+    expectFail(decode(craft({ type: 3, protocol: PROTOCOL_VERSION }), LIMITS), 'UNKNOWN_TYPE', 'message.type');
+    expectFail(decode(craft({ type: 'constructor', protocol: PROTOCOL_VERSION }), LIMITS), 'UNKNOWN_TYPE');
   });
 
   it('PROTOCOL_MISMATCH with the peer version, even for types this side does not know', () => {
-    const r = decode(craft({ ...valid('hello'), protocol: 2 }), LIMITS);
-    expectFail(r, 'PROTOCOL_MISMATCH', 'protocol 2', `protocol ${PROTOCOL_VERSION}`);
-    expect(!r.ok && r.peerProtocol).toBe(2);
-    expectFail(decode(craft({ type: 'hello2', protocol: 2 }), LIMITS), 'PROTOCOL_MISMATCH');
+    const newer = PROTOCOL_VERSION + 1;
+    const r = decode(craft({ ...valid('hello'), protocol: newer }), LIMITS);
+    expectFail(r, 'PROTOCOL_MISMATCH', `protocol ${newer}`, `protocol ${PROTOCOL_VERSION}`);
+    expect(!r.ok && r.peerProtocol).toBe(newer);
+    expectFail(decode(craft({ type: 'hello2', protocol: newer }), LIMITS), 'PROTOCOL_MISMATCH');
     expectFail(decode(craft({ ...valid('bye'), protocol: 0 }), LIMITS), 'PROTOCOL_MISMATCH');
     expectFail(decode(craft({ ...valid('bye'), protocol: '1' }), LIMITS), 'BAD_FIELD', 'bye.protocol');
     const noProtocol = valid('bye');
@@ -273,6 +280,8 @@ describe('error codes', () => {
     many.shards = Array.from({ length: MAX_TASK_SHARDS + 1 }, (_, i) => ({ shardId: i, seed: i, rows: 1 }));
     expectFail(decode(craft(many), { ...LIMITS, maxShards: 1e6 }), 'ARRAY_TOO_LARGE', `limit is ${MAX_TASK_SHARDS}`);
     many.shards.pop();
+    many.shardCount = MAX_TASK_SHARDS;
+    many.blocks = [{ first: 0, count: MAX_TASK_SHARDS }];
     expect(decode(craft(many), LIMITS).ok).toBe(true);
   });
 
@@ -285,6 +294,22 @@ describe('error codes', () => {
       ['task', (m) => (m.phase = 'X'), 'task.phase must be one of "D", "G", got "X"'],
       ['task', (m) => (m.shards = []), 'task.shards must have at least 1 entry'],
       ['task', (m) => (m.shards[2].shardId = 1), 'task.shards[2].shardId 1 appears more than once'],
+      ['task', (m) => (m.shardCount = 7), 'task.shards[2].shardId 7 must be below task.shardCount (7)'],
+      ['task', (m) => delete m.blocks, 'task.blocks is missing'],
+      ['task', (m) => (m.blocks = []), 'task.blocks must have 1 to 3 entries'],
+      ['task', (m) => (m.blocks[0] = { first: 0, count: 3 }), 'task.blocks[0] [0, 0 + 3) is not an aligned block of the sum tree over 8 shards'],
+      ['task', (m) => (m.blocks[0] = { first: 1, count: 2 }), 'task.blocks[0] [1, 1 + 2) is not an aligned block'],
+      ['task', (m) => (m.blocks[0] = { first: 0, count: 16 }), 'is not an aligned block of the sum tree over 8 shards'],
+      ['task', (m) => (m.blocks[1] = { first: 6, count: 2 }), "task.blocks[1] covers shard 6, but task.shards[2] is shard 7: blocks must cover exactly the task's shards, in order"],
+      ['task', (m) => (m.blocks = [{ first: 0, count: 2 }]), 'task.blocks cover 2 shards, but the task has 3'],
+      ['task', (m) => (m.blocks = [{ first: 0, count: 1 }, { first: 1, count: 1 }, { first: 7, count: 1 }, { first: 7, count: 1 }]), 'task.blocks must have 1 to 3 entries'],
+      ['task', (m) => (m.blocks = [{ first: 0, count: 8 }]), 'task.blocks[0] covers shard 2, but task.shards[2] is shard 7'],
+      ['task', (m) => (m.blocks[0].extra = 1), 'task.blocks[0] has unknown field "extra"'],
+      ['task', (m) => (m.blocks[0] = [0, 2]), 'task.blocks[0] must be a map'],
+      ['result', (m) => (m.count = 3), 'result block [4, 4 + 3) must be aligned'],
+      ['result', (m) => (m.firstShard = 2), 'result block [2, 2 + 4) must be aligned'],
+      ['result', (m) => (m.count = 0), 'result.count must be an integer >= 1, got 0'],
+      ['result', (m) => delete m.firstShard, 'result.firstShard is missing'],
       ['task', (m) => (m.shards[1].realLabels = new Int32Array(3)), 'task.shards[1].realLabels length 3 must equal rows (2)'],
       ['task', (m) => (m.shards[1].realLabels = new Float32Array(2)), 'task.shards[1].realLabels must be an Int32Array, got Float32Array(2)'],
       ['task', (m) => (m.shards[2].real = new Float32Array(31)), 'task.shards[2].real length 31 must be a positive multiple of rows (3)'],
@@ -340,7 +365,7 @@ describe('error codes', () => {
     const key = Buffer.from('__proto__');
     const frame = Buffer.concat([
       Buffer.from([0x83, 0xa4]), Buffer.from('type'), Buffer.from([0xa3]), Buffer.from('bye'),
-      Buffer.from([0xa8]), Buffer.from('protocol'), Buffer.from([0x01]),
+      Buffer.from([0xa8]), Buffer.from('protocol'), Buffer.from([PROTOCOL_VERSION]),
       Buffer.from([0xa0 + key.length]), key, Buffer.from([0x81, 0xa8]), Buffer.from('polluted'), Buffer.from([0xc3]),
     ]);
     expectFail(decode(frame, LIMITS), 'BAD_FIELD', 'unknown field');

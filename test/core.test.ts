@@ -17,7 +17,7 @@ import { createOptimizer } from '../shared/optimizers.ts';
 import { shardNoise, type Net, type ShardInput } from '../shared/replica.ts';
 import { deriveSeed, normalArray, Rng, STREAM, uniformArray } from '../shared/rng.ts';
 import { Sampler } from '../shared/sampler.ts';
-import { averageInShardOrder, shardSeed } from '../shared/training-state.ts';
+import { averageShardGradients, shardSeed } from '../shared/training-state.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let ring8: DataSource;
@@ -140,7 +140,7 @@ describe('shard averaging', () => {
     it(`D phase: mean of ${S} shard gradients = full-batch gradient (${kind})`, () => {
       const { cfg, t, replica, vars, plan } = setup(kind);
       expect(plan.phase).toBe('D');
-      const averaged = averageInShardOrder(plan.shards.map((s) => replica.computeDGradient(s).gradient));
+      const averaged = averageShardGradients(plan.shards.map((s) => replica.computeDGradient(s).gradient));
 
       const real = new Float32Array(plan.shards.reduce((n, s) => n + s.real!.length, 0));
       let off = 0;
@@ -172,7 +172,7 @@ describe('shard averaging', () => {
       t.syncReplica();
       const plan = t.state.planNext();
       expect(plan.phase).toBe('G');
-      const averaged = averageInShardOrder(plan.shards.map((s) => replica.computeGGradient(s).gradient));
+      const averaged = averageShardGradients(plan.shards.map((s) => replica.computeGGradient(s).gradient));
 
       const full = tf.tidy(() => {
         const z = fullBatchNoise(cfg, plan.shards);

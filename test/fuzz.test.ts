@@ -23,6 +23,7 @@ import { closeCodeFor, decode, WS_CLOSE, type DecodeLimits } from '../shared/cod
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { GanReplica, type Net } from '../shared/replica.ts';
 import { uniformSource } from '../shared/rng.ts';
+import { blockRawSum, blockShards, blockStats, type ShardBlock } from '../shared/tree-sum.ts';
 import type { GanConfig } from '../shared/config.ts';
 import { HANDSHAKE_FRAME_BYTES } from '../coordinator/coordinator.ts';
 import { RING8_FLAGS, RawPeer, rawPackr, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
@@ -107,11 +108,11 @@ function templates(r: Rng, limits: DecodeLimits): Record<string, unknown>[] {
   return [
     { type: 'hello', protocol: p, workerId: `fuzz-${int(r, 1e9)}`, backend: 'wasm', host: 'fuzz', capabilities: { wire: ['fp32'], maxShards: 8 } },
     { type: 'auth', protocol: p, hmac: new Uint8Array(32).map(() => int(r, 256)) },
-    { type: 'result', protocol: p, taskId: 2 ** 40 + int(r, 1000), iteration: int(r, 40), phase: pick(r, ['D', 'G']), dStep: 0, shardId: int(r, 8), gradient: grad, stats: { loss: 0.7, dReal: 0.5, dFake: 0.5 }, computeMs: 3 },
+    { type: 'result', protocol: p, taskId: 2 ** 40 + int(r, 1000), iteration: int(r, 40), phase: pick(r, ['D', 'G']), dStep: 0, firstShard: int(r, 8), count: 1, gradient: grad, stats: { loss: 0.7, dReal: 0.5, dFake: 0.5 }, computeMs: 3 },
     { type: 'bye', protocol: p, reason: 'fuzz', code: 'FUZZ' },
     { type: 'challenge', protocol: p, nonce: new Uint8Array(32) },
     { type: 'weights', protocol: p, net: 'G', version: 3, weights: randomFloats(r, 100, 0) },
-    { type: 'task', protocol: p, taskId: 1, iteration: 0, phase: 'D', dStep: 0, gVersion: 0, dVersion: 0, shards: [{ shardId: 0, seed: 1, rows: 8 }] },
+    { type: 'task', protocol: p, taskId: 1, iteration: 0, phase: 'D', dStep: 0, gVersion: 0, dVersion: 0, shards: [{ shardId: 0, seed: 1, rows: 8 }], shardCount: 1, blocks: [{ first: 0, count: 1 }] },
     { type: 'welcome', protocol: p, runId: 'x', config: { a: 1 }, g: { version: 0, weights: randomFloats(r, 10, 0) }, d: { version: 0, weights: randomFloats(r, 10, 0) } },
   ];
 }
@@ -351,7 +352,8 @@ async function taskCase(r: Rng, peer: RawPeer): Promise<{ kind: string; frame: F
     iteration: task.iteration as number,
     phase,
     dStep: task.dStep as number,
-    shardId: shards[0].shardId,
+    firstShard: (task.blocks as { first: number; count: number }[])[0].first,
+    count: (task.blocks as { first: number; count: number }[])[0].count,
     gradient: randomFloats(r, size, 0),
     stats: { loss: 0.69, dReal: 0.5, dFake: 0.5 },
     computeMs: 4,
@@ -361,7 +363,7 @@ async function taskCase(r: Rng, peer: RawPeer): Promise<{ kind: string; frame: F
   switch (variant % 8) {
     case 0:
       if (notHeld.length === 0) return { kind: 'unknown-task', frame: { bytes: rawPackr.pack({ ...base, taskId: base.taskId + 1000 }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
-      return { kind: 'shard-not-handed', frame: { bytes: rawPackr.pack({ ...base, shardId: pick(r, notHeld) }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
+      return { kind: 'shard-not-handed', frame: { bytes: rawPackr.pack({ ...base, firstShard: pick(r, notHeld), count: 1 }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
     case 1: {
       const iteration = Math.max(0, base.iteration - pick(r, [1, 3, base.iteration]));
       return { kind: 'stale-iteration', frame: { bytes: rawPackr.pack({ ...base, iteration }) }, expected: { close: pe, code: 'RESULT_NOT_ASSIGNED' } };
@@ -446,12 +448,16 @@ async function honestLane(stop: () => boolean, behind: () => boolean, counts: { 
         const held = performance.now();
         while (!stop() && !behind() && performance.now() - held < 1500) await sleep(20);
         counts.heldMs += performance.now() - held;
-        for (const shard of m.shards as { shardId: number; seed: number; rows: number; real?: Float32Array }[]) {
+        // One result per block of the task, summed over the tree as a worker does.
+        const taskShards = m.shards as { shardId: number; seed: number; rows: number; real?: Float32Array }[];
+        for (const block of m.blocks as ShardBlock[]) {
           const t = performance.now();
-          const res = replica.computeShard(m.phase as Net, shard);
+          const results = new Map(blockShards(block, m.shardCount as number).map((id) => [id, replica.computeShard(m.phase as Net, taskShards.find((sh) => sh.shardId === id)!)]));
+          const gradient = blockRawSum(m.shardCount as number, block, (id) => results.get(id)!.gradient, null);
+          const st = blockStats(m.shardCount as number, block, (lo, size) => (size === 1 ? results.get(lo) : undefined));
           const computeMs = performance.now() - t;
-          const frame = rawPackr.pack({ type: 'result', protocol: PROTOCOL_VERSION, taskId: m.taskId, iteration: m.iteration, phase: m.phase, dStep: m.dStep, shardId: shard.shardId, gradient: res.gradient, stats: { loss: res.loss, dReal: res.dReal, dFake: res.dFake }, computeMs });
-          const copies = 2 + (shard.shardId % 3);
+          const frame = rawPackr.pack({ type: 'result', protocol: PROTOCOL_VERSION, taskId: m.taskId, iteration: m.iteration, phase: m.phase, dStep: m.dStep, firstShard: block.first, count: block.count, gradient, stats: { loss: st.loss, dReal: st.dReal, dFake: st.dFake }, computeMs });
+          const copies = 2 + (block.first % 3);
           for (let i = 0; i < copies; i++) peer.send(frame);
           counts.accepted++;
           counts.duplicates += copies - 1;

@@ -272,8 +272,9 @@ describe('PhaseRun release and reassignment', () => {
     const slow = worker('slow', 100);
     const helper = worker('helper', 10);
     const run = new PhaseRun<FakeWorker>(plan(2), { factor: 1, minMs: 100 });
-    run.assignUnassigned([slow], 0); // slow: 0,1
-    expect(run.duplicateOverdue([helper], 150)).toEqual([{ worker: helper, shardIds: [0], duplicate: true }]);
+    run.assignUnassigned([slow], 0); // slow: 0,1 as one block [0, 2), expected after 200 ms
+    expect(run.duplicateOverdue([helper], 150)).toEqual([]);
+    expect(run.duplicateOverdue([helper], 200)).toEqual([{ worker: helper, shardIds: [0], duplicate: true }]);
     expect(run.release(slow)).toEqual([1]);
     expect(run.accept(helper, 0, result(0))).toBe('accepted');
     expect(run.assignUnassigned([helper], 200)).toEqual([{ worker: helper, shardIds: [1], duplicate: false }]);
@@ -312,23 +313,47 @@ describe('PhaseRun straggler duplication', () => {
     expect(run.duplicateOverdue([idle], 2000)).toHaveLength(1);
   });
 
-  it('the deadline grows with the queue position of the shard on its holder', () => {
+  it('the deadline grows with the queue position of the block on its holder (a block arrives whole)', () => {
     const slow = worker('slow', 100);
     const idle = worker('idle', 10);
-    const run = new PhaseRun<FakeWorker>(plan(4), { factor: 1, minMs: 0 });
-    run.assignUnassigned([slow], 0); // shard k expected after (k+1) x 100 ms
+    const run = new PhaseRun<FakeWorker>(plan(3), { factor: 1, minMs: 0 }, [2]);
+    // Blocks [0, 2) then [2, 1) (shard 2 is verified: a block of its own): shards 0 and 1 expected after 200 ms (with their block), shard 2 after 300 ms.
+    expect(run.assignUnassigned([slow], 0).map((a) => run.blocksOf(a))).toEqual([[{ first: 0, count: 2 }, { first: 2, count: 1 }]]);
     const picked = (now: number) => run.duplicateOverdue([worker('probe', 10)], now).flatMap((a) => a.shardIds);
-    expect(run.duplicateOverdue([idle], 99)).toEqual([]);
-    expect(run.duplicateOverdue([idle], 100).flatMap((a) => a.shardIds)).toEqual([0]);
-    // At 250 ms shards 0 and 1 are overdue; shard 0 already went to idle, a fresh probe takes the oldest overdue.
+    expect(run.duplicateOverdue([idle], 199)).toEqual([]);
+    expect(run.duplicateOverdue([idle], 200).flatMap((a) => a.shardIds)).toEqual([0]);
     expect(picked(250)).toEqual([0]);
-    expect(picked(399)).toEqual([0]);
-    // Shard 3 (expected after 400 ms) is not overdue before then, whoever asks.
+    // Shard 2 (expected after 300 ms) is not overdue before then, whoever asks.
     const probe = worker('probe2', 10);
     const seen = new Set<number>();
-    for (let i = 0; i < 4; i++) for (const a of run.duplicateOverdue([probe], 399)) a.shardIds.forEach((s) => seen.add(s));
-    expect(seen.has(3)).toBe(false);
-    expect([...seen].sort()).toEqual([0, 1, 2]);
+    for (let i = 0; i < 4; i++) for (const a of run.duplicateOverdue([probe], 299)) a.shardIds.forEach((s) => seen.add(s));
+    expect([...seen].sort()).toEqual([0, 1]);
+    expect(run.duplicateOverdue([probe], 300).flatMap((a) => a.shardIds)).toEqual([2]);
+  });
+
+  it('a block result completes all its shards; a duplicate single shard inside it is not counted twice; blocks() covers the phase', () => {
+    const a = worker('a', 10);
+    const b = worker('b', 10);
+    const run = new PhaseRun<FakeWorker>(plan(6), { factor: 1, minMs: 0 });
+    const [as] = run.assignUnassigned([a], 0);
+    expect(run.blocksOf(as!)).toEqual([{ first: 0, count: 8 }]);
+    expect(run.duplicateOverdue([b], 1000).flatMap((x) => x.shardIds)).toEqual([0]);
+    expect(run.accept(b, 0, result(0))).toBe('accepted');
+    expect(run.accept(b, { first: 0, count: 2 }, result(0))).toBe('not-assigned');
+    expect(run.done).toBe(false);
+    expect(run.accept(a, { first: 0, count: 8 }, result(9))).toBe('accepted');
+    expect(run.done).toBe(true);
+    expect([...run.blocks().keys()].sort()).toEqual(['0+1', '0+8']);
+    expect(run.accept(a, { first: 0, count: 8 }, result(9))).toBe('duplicate');
+  });
+
+  it('a worker lost mid-block loses the whole block; a verified shard stays a single block', () => {
+    const a = worker('a', 10);
+    const run = new PhaseRun<FakeWorker>(plan(4), POLICY, [2]);
+    const [as] = run.assignUnassigned([a], 0);
+    expect(run.blocksOf(as!)).toEqual([{ first: 0, count: 2 }, { first: 2, count: 1 }, { first: 3, count: 1 }]);
+    expect(run.accept(a, { first: 0, count: 2 }, result(0))).toBe('accepted');
+    expect(run.release(a)).toEqual([2, 3]);
   });
 
   it('gives each idle worker at most one overdue shard per call, oldest first, and skips finished shards', () => {

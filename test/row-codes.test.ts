@@ -58,7 +58,7 @@ describe('row codes of a data set', () => {
 });
 
 describe('codec: realCodes and palette', () => {
-  const task = (shard: Record<string, unknown>) => ({ type: 'task', taskId: 1, iteration: 0, phase: 'D', dStep: 0, gVersion: 0, dVersion: 0, shards: [{ shardId: 0, seed: 1, rows: 2, ...shard }] }) as never;
+  const task = (shard: Record<string, unknown>) => ({ type: 'task', taskId: 1, iteration: 0, phase: 'D', dStep: 0, gVersion: 0, dVersion: 0, shards: [{ shardId: 0, seed: 1, rows: 2, ...shard }], shardCount: 1, blocks: [{ first: 0, count: 1 }] }) as never;
 
   it('a task with realCodes decodes to a Uint8Array', () => {
     const res = decode(encode(task({ realCodes: new Uint8Array([1, 2, 3, 4]) })), LIMITS);

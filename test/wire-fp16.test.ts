@@ -116,7 +116,11 @@ describe('--wire in the config and the single-process trainer', () => {
           const r = byHand.replica.computeShard(plan.phase, s);
           return { ...r, gradient: roundTripHalf(r.gradient) };
         });
-        byHand.state.applyPhase(plan, results);
+        // The sum tree's root for S = 2 (shared/tree-sum.ts): the fp16 rounding of the float32
+        // sum of the two rounded leaves, as a worker holding both shards sends it through the wire.
+        const [a, b] = results as [(typeof results)[0], (typeof results)[0]];
+        const root = roundTripHalf(Float32Array.from(a.gradient, (v, i) => v + b.gradient[i]!));
+        byHand.state.applyBlocks(plan, new Map([['0+2', { gradient: root, loss: a.loss + b.loss, dReal: a.dReal + b.dReal, dFake: a.dFake + b.dFake }]]));
       }
       expect(trainer.weightsHash()).toBe(byHand.weightsHash());
       expect(trainer.weightsHash()).not.toBe(plain.weightsHash());

@@ -13,8 +13,9 @@ import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { classifyTlsError } from '../shared/tls.ts';
-import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
-import { GanReplica, type Net, type ShardInput } from '../shared/replica.ts';
+import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type BlockSpec, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
+import { GanReplica, type Net, type ShardInput, type ShardResult } from '../shared/replica.ts';
+import { blockRawSum, blockShards, blockStats, quantizerFor } from '../shared/tree-sum.ts';
 import { rowsFromCodes } from '../shared/data/row-codes.ts';
 import { resourceUsage } from '../shared/resources.ts';
 
@@ -62,10 +63,19 @@ const WORKER_LIMITS: DecodeLimits = { maxFrameBytes: 1 << 30, maxFloats: 1 << 28
 
 const noTiming = (): WorkerTiming => ({ decodeMs: 0, loadMs: 0, recvMs: 0, encodeMs: 0, sendMs: 0 });
 
+/** A block of a task being computed: its shards' results so far, summed and sent when complete. */
+interface BlockWork {
+  block: BlockSpec;
+  ids: number[];
+  results: Map<number, ShardResult>;
+  computeMs: number;
+}
+
 interface QueuedShard {
   task: TaskMsg;
   shard: ShardInput;
   ws: WebSocket;
+  block: BlockWork;
 }
 
 /**
@@ -277,7 +287,13 @@ export class Worker {
               ws.close(WS_CLOSE.protocolError, 'BAD_FIELD');
               return;
             }
-            for (const shard of shards) this.queue.push({ task: msg, shard, ws });
+            // The codec checked that the blocks cover exactly the task's shards, in order.
+            let next = 0;
+            for (const block of msg.blocks) {
+              const ids = blockShards(block, msg.shardCount);
+              const work: BlockWork = { block, ids, results: new Map(), computeMs: 0 };
+              for (const _ of ids) this.queue.push({ task: msg, shard: shards[next++], ws, block: work });
+            }
             void this.pump();
             return;
           }
@@ -393,13 +409,16 @@ export class Worker {
     this.timing = { ...noTiming(), encodeMs: t1 - t0, sendMs: performance.now() - t1 };
   }
 
-  /** Computes queued shards one at a time, yielding between them so pings are answered. */
+  /**
+   * Computes queued shards one at a time, yielding between them so pings are answered; when the
+   * last shard of a block is done, sends the block's sum over the fixed tree (one result per block).
+   */
   private async pump(): Promise<void> {
     if (this.pumping) return;
     this.pumping = true;
     try {
       while (this.queue.length > 0) {
-        const { task, shard, ws } = this.queue.shift()!;
+        const { task, shard, ws, block } = this.queue.shift()!;
         if (ws !== this.ws || ws.readyState !== WebSocket.OPEN || !this.replica) continue;
         if (task.gVersion !== this.versions.G || task.dVersion !== this.versions.D) continue;
         const t0 = performance.now();
@@ -410,17 +429,27 @@ export class Worker {
           for (let i = 0; i < g.length; i++) g[i] *= 1 + this.opts.testCorruptScale;
         }
         if (this.opts.testDelayMs > 0) await new Promise((r) => setTimeout(r, this.opts.testDelayMs));
-        this.sendResult(ws, {
-          type: 'result',
-          taskId: task.taskId,
-          iteration: task.iteration,
-          phase: task.phase,
-          dStep: task.dStep,
-          shardId: shard.shardId,
-          gradient: result.gradient,
-          stats: { loss: result.loss, dReal: result.dReal, dFake: result.dFake },
-          computeMs: computeMs + this.opts.testDelayMs,
-        });
+        block.results.set(shard.shardId, result);
+        block.computeMs += computeMs + this.opts.testDelayMs;
+        if (block.results.size === block.ids.length) {
+          const S = task.shardCount;
+          const leaf = (id: number) => block.results.get(id)!.gradient;
+          const gradient = blockRawSum(S, block.block, leaf, quantizerFor(this.wire));
+          const stats = blockStats(S, block.block, (lo, size) => (size === 1 ? block.results.get(lo) : undefined));
+          this.sendResult(ws, {
+            type: 'result',
+            taskId: task.taskId,
+            iteration: task.iteration,
+            phase: task.phase,
+            dStep: task.dStep,
+            firstShard: block.block.first,
+            count: block.block.count,
+            gradient,
+            stats: { loss: stats.loss, dReal: stats.dReal, dFake: stats.dFake },
+            computeMs: block.computeMs,
+          });
+          block.results.clear();
+        }
         this.shardsDone++;
         this.computeMsTotal += computeMs;
         this.maybeLogProgress();

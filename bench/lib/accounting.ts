@@ -6,6 +6,7 @@
  * so a window is one iteration; the code still divides by the iterations a window covers.
  */
 import type { ByteCounters } from '../../coordinator/progress.ts';
+import { decomposeRange } from '../../shared/tree-sum.ts';
 
 /** One progress line, as parsed from the coordinator's JSON log. */
 export type ProgressLine = Record<string, unknown>;
@@ -96,15 +97,34 @@ export interface MinimumInput {
 }
 
 /**
- * The fewest bytes an iteration can move per worker (issue #7's minimum): every worker receives
- * each changed net once per phase (k D-steps change D k times, the G-step changes G once), and
- * one gradient per shard comes back (shared evenly between the workers). Task descriptions, real
- * data rows, message fields and framing are all overhead on top of it.
+ * Gradients sent up per phase by `workers` equally fast workers sharing `shards` micro-shards:
+ * each holds a contiguous range (largest-remainder split, as PhaseRun.assignUnassigned) and
+ * sends one summed gradient per aligned block of it (shared/tree-sum.ts decomposeRange): about
+ * one per worker, never more than 2 log2(S) per worker, independent of S for one worker.
+ */
+export function gradientsPerPhase(shards: number, workers: number): number {
+  const n = Math.min(workers, shards);
+  let blocks = 0;
+  let lo = 0;
+  for (let i = 0; i < n; i++) {
+    const count = Math.floor(shards / n) + (i < shards % n ? 1 : 0);
+    blocks += decomposeRange(lo, lo + count, shards).length;
+    lo += count;
+  }
+  return blocks;
+}
+
+/**
+ * The fewest bytes an iteration can move per worker (issue #7's minimum, with #15's worker-side
+ * sums): every worker receives each changed net once per phase (k D-steps change D k times, the
+ * G-step changes G once), and one gradient per block of shards it holds comes back
+ * (gradientsPerPhase, shared evenly between the workers). Task descriptions, real data rows,
+ * message fields and framing are all overhead on top of it.
  */
 export function minimumBytesPerIterationPerWorker(m: MinimumInput): { down: number; up: number; total: number } {
   const perPhaseValues = m.dSteps * m.params.D + m.params.G;
   const down = perPhaseValues * m.bytesPerValue;
-  const up = (m.shards * perPhaseValues * m.bytesPerValue) / m.workers;
+  const up = (gradientsPerPhase(m.shards, m.workers) * perPhaseValues * m.bytesPerValue) / m.workers;
   return { down, up, total: down + up };
 }
 
