@@ -23,7 +23,8 @@ import { initBackend, type BackendChoice } from '../shared/backend.ts';
 import { resolveConfig } from '../shared/config.ts';
 import { loadDataSource } from '../shared/data/index.ts';
 import { initialWeights } from '../shared/models.ts';
-import { GanReplica, type Phase } from '../shared/replica.ts';
+import { GanReplica } from '../shared/replica.ts';
+import type { Phase } from '../shared/protocol.ts';
 import { builtinConv2DBackpropInput } from '../shared/wasm-conv-gradients.ts';
 
 const { values: args } = parseArgs({

@@ -16,7 +16,7 @@ import { fsyncDir, writeFileSynced } from '../shared/durable-file.ts';
 import { GanError } from '../shared/errors.ts';
 import type { OptimizerState } from '../shared/optimizers.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
-import type { Net } from '../shared/replica.ts';
+import type { Net } from '../shared/protocol.ts';
 import type { TrainingSnapshot } from '../shared/training-state.ts';
 
 export const CHECKPOINT_FORMAT = 1;

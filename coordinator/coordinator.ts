@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { verifyHmac, newNonce } from '../shared/auth.ts';
-import { decode, encode, closeCodeFor, floatPayloadBytes, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, floatPayloadBytes, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -23,8 +23,8 @@ import { listenError } from './listen-error.ts';
 import { hashFloats } from '../shared/hash.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
 import { blockKey, blockShards } from '../shared/tree-sum.ts';
-import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
-import { GanReplica, type Net } from '../shared/replica.ts';
+import { closeCodeFor, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type ByeCode, type Net, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
+import { GanReplica } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
 import { exportModels } from '../shared/export.ts';
@@ -342,11 +342,11 @@ export class Coordinator {
     // and a malformed frame from any peer (even one we are refusing) emits one.
     let session: WorkerSession | null = null;
     ws.on('error', (err) => this.onSocketError(session, address, err));
-    if (this.stopping) return this.refuse(ws, WS_CLOSE.shuttingDown, 'SHUTTING_DOWN');
+    if (this.stopping) return this.refuse(ws, 'SHUTTING_DOWN');
     const pending = [...this.sessions.values()].filter((s) => s.state === 'hello' || s.state === 'auth').length;
     if (pending >= this.opts.network.maxPendingHandshakes) {
       this.log.warn({ event: 'warning', code: 'HANDSHAKE_FLOOD', address, pending }, 'too many connections still in their handshake; refusing this one');
-      return this.refuse(ws, 1013, 'TOO_MANY_PENDING');
+      return this.refuse(ws, 'TOO_MANY_PENDING');
     }
     session = new WorkerSession(this.nextSessionId++, ws, address);
     session.socket = req.socket;
@@ -369,7 +369,7 @@ export class Coordinator {
     const handshakeTimer = setTimeout(() => {
       if (session.state === 'hello' || session.state === 'auth') {
         this.log.warn({ event: 'warning', code: 'HANDSHAKE_TIMEOUT', address, stage: session.state }, 'no complete handshake in time; closing');
-        session.close(WS_CLOSE.protocolError, 'HANDSHAKE_TIMEOUT', `handshake not completed within ${this.opts.network.handshakeTimeoutMs} ms`);
+        session.close('HANDSHAKE_TIMEOUT', `handshake not completed within ${this.opts.network.handshakeTimeoutMs} ms`);
       }
     }, this.opts.network.handshakeTimeoutMs);
     ws.on('pong', (payload) => session.pong(payload));
@@ -384,7 +384,7 @@ export class Coordinator {
       // Frames still in flight after we closed (or the peer said bye) are not acted on.
       if (session.state === 'closed') return;
       if (!isBinary) {
-        this.reject(session, WS_CLOSE.protocolError, 'TEXT_FRAME', 'text frames are not part of the protocol');
+        this.reject(session, 'TEXT_FRAME', 'text frames are not part of the protocol');
         return;
       }
       // Before the handshake completes only hello and auth (< 1 KB) are legitimate.
@@ -393,7 +393,7 @@ export class Coordinator {
       this.timeSplit.addCodec(performance.now() - t0);
       if (!res.ok) {
         const reason = res.code === 'PROTOCOL_MISMATCH' ? `coordinator speaks protocol ${PROTOCOL_VERSION}; ${res.reason}` : res.reason;
-        this.reject(session, closeCodeFor(res.code), res.code, reason);
+        this.reject(session, res.code, reason);
         return;
       }
       this.onMessage(session, res.msg, recvMs);
@@ -408,8 +408,8 @@ export class Coordinator {
    * A refused connection: a close code and reason, no session, and no waiting for the peer's
    * half of the close handshake (a flood of silent peers would otherwise hold sockets for 30 s).
    */
-  private refuse(ws: WebSocket, closeCode: number, code: string): void {
-    ws.close(closeCode, code);
+  private refuse(ws: WebSocket, code: ByeCode): void {
+    ws.close(closeCodeFor(code), code);
     setTimeout(() => ws.terminate(), REFUSED_LINGER_MS).unref();
   }
 
@@ -433,41 +433,41 @@ export class Coordinator {
     // A close handshake cannot get through a peer that does not read: cut the connection.
     session.state = 'closed';
     session.ws.terminate();
-    this.depart(session, WS_CLOSE.slowConsumer, 'SLOW_CONSUMER');
+    this.depart(session, closeCodeFor('SLOW_CONSUMER'), 'SLOW_CONSUMER');
   }
 
   /** Closes a misbehaving connection with a stable code and logs it; training carries on. */
-  private reject(session: WorkerSession, closeCode: number, code: string, reason: string): void {
+  private reject(session: WorkerSession, code: ByeCode, reason: string): void {
     this.log.warn({ event: 'warning', code, worker: session.label, address: session.address, reason }, `closing connection: ${reason}`);
-    session.close(closeCode, code, reason);
+    session.close(code, reason);
     // Release its shards now rather than after the close handshake (up to 30 s with a silent peer).
-    this.depart(session, closeCode, code);
+    this.depart(session, closeCodeFor(code), code);
   }
 
   private onMessage(session: WorkerSession, msg: Message, recvMs = 0): void {
     switch (msg.type) {
       case 'hello':
-        if (session.state !== 'hello') return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_HELLO', 'hello sent twice');
+        if (session.state !== 'hello') return this.reject(session, 'UNEXPECTED_HELLO', 'hello sent twice');
         return this.onHello(session, msg);
       case 'auth': {
         if (session.state !== 'auth' || !session.nonce || !this.opts.network.token) {
-          return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
+          return this.reject(session, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
         }
         const ok = verifyHmac(this.opts.network.token, session.nonce, msg.hmac);
         session.nonce = null; // one answer per nonce: a replayed or second auth fails
-        if (!ok) return this.reject(session, WS_CLOSE.authFailed, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
+        if (!ok) return this.reject(session, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
         return this.admit(session);
       }
       case 'result':
-        if (session.state !== 'ready') return this.reject(session, WS_CLOSE.protocolError, 'NOT_AUTHENTICATED', 'result before the handshake completed');
+        if (session.state !== 'ready') return this.reject(session, 'NOT_AUTHENTICATED', 'result before the handshake completed');
         return this.onResult(session, msg, recvMs);
       case 'bye':
         this.log.info({ event: 'worker_bye', worker: session.label, code: clip(msg.code), reason: clip(msg.reason) }, 'worker says goodbye');
         session.state = 'closed';
-        session.ws.close(1000, 'BYE');
+        session.ws.close(closeCodeFor('BYE'), 'BYE');
         return;
       default:
-        return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_MESSAGE', `workers do not send '${msg.type}' messages`);
+        return this.reject(session, 'UNEXPECTED_MESSAGE', `workers do not send '${msg.type}' messages`);
     }
   }
 
@@ -479,7 +479,6 @@ export class Coordinator {
     if (this.wire !== 'fp32' && !msg.capabilities.wire.includes(this.wire)) {
       return this.reject(
         session,
-        WS_CLOSE.unsupported,
         'WIRE_UNSUPPORTED',
         `this run sends weights and gradients as --wire ${this.wire}, and worker ${msg.workerId} only speaks ${msg.capabilities.wire.filter((w) => (WIRE_FORMATS as readonly string[]).includes(w)).join(', ') || 'no wire format this coordinator knows'}: upgrade the worker, or start a run with --wire fp32`,
       );
@@ -495,11 +494,11 @@ export class Coordinator {
 
   private admit(session: WorkerSession): void {
     const ban = this.banned.get(session.workerId);
-    if (ban) return this.reject(session, WS_CLOSE.banned, 'BANNED', `worker ${session.workerId} is banned from this run: ${ban.reason}`);
+    if (ban) return this.reject(session, 'BANNED', `worker ${session.workerId} is banned from this run: ${ban.reason}`);
     // A reconnecting worker (same id) replaces its stale connection.
     for (const other of this.sessions.values()) {
       if (other !== session && other.state === 'ready' && other.workerId === session.workerId) {
-        this.reject(other, WS_CLOSE.replaced, 'REPLACED', 'a newer connection with the same worker id took over');
+        this.reject(other, 'REPLACED', 'a newer connection with the same worker id took over');
       }
     }
     session.assumeSpeedOf(this.readyWorkers);
@@ -581,12 +580,12 @@ export class Coordinator {
     const block = { first: msg.firstShard, count: msg.count };
     const key = blockKey(block.first, block.count);
     if (!task || !task.blocks.has(key) || task.iteration !== msg.iteration || task.phase !== msg.phase || task.dStep !== msg.dStep) {
-      return this.reject(session, WS_CLOSE.protocolError, 'RESULT_NOT_ASSIGNED', `result for shard block [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
+      return this.reject(session, 'RESULT_NOT_ASSIGNED', `result for shard block [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
     }
     // Checked for late results too, so a wrong length is refused whatever the timing.
     const expected = this.replica.layout[msg.phase as Net].total;
     if (msg.gradient.length !== expected) {
-      return this.reject(session, WS_CLOSE.protocolError, 'GRADIENT_SIZE', `gradient for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
+      return this.reject(session, 'GRADIENT_SIZE', `gradient for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
     }
     session.proveAlive();
     const shardsIn = blockShards(block, this.opts.config.train.shards).length;
@@ -639,7 +638,7 @@ export class Coordinator {
       `worker ${session.workerId} banned: ${reason}`,
     );
     for (const s of [...this.sessions.values()]) {
-      if (s.workerId === session.workerId && s.state !== 'closed') this.reject(s, WS_CLOSE.banned, 'BANNED', `banned from this run: ${reason}`);
+      if (s.workerId === session.workerId && s.state !== 'closed') this.reject(s, 'BANNED', `banned from this run: ${reason}`);
     }
   }
 
@@ -951,12 +950,12 @@ export class Coordinator {
    * new connections are refused (SHUTTING_DOWN) and HTTP keeps serving (--linger). close() does
    * this first if it was not done.
    */
-  async releaseWorkers(byeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
+  async releaseWorkers(byeCode: ByeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
     if (this.workersReleased) return;
     this.workersReleased = true;
     this.stopping = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
-    for (const s of this.sessions.values()) s.close(WS_CLOSE.shuttingDown, byeCode, reason);
+    for (const s of this.sessions.values()) s.close(byeCode, reason);
     // A hung or partitioned worker would hold its close handshake for ws's 30 s close timeout.
     // Wait briefly for the sessions to close, then cut the rest.
     const closed = [...this.sessions.values()].map((s) => (s.ws.readyState === s.ws.CLOSED ? undefined : new Promise<void>((resolve) => s.ws.once('close', () => resolve()))));
@@ -967,7 +966,7 @@ export class Coordinator {
   }
 
   /** Says goodbye to every worker (unless releaseWorkers() did) and closes the server. */
-  async close(byeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
+  async close(byeCode: ByeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
     await this.releaseWorkers(byeCode, reason);
     // ws@8 calls back only once every client finished its close handshake: cut whatever is left.
     const closed = new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));

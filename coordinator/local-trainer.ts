@@ -14,7 +14,8 @@ import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { roundTripHalf } from '../shared/float16.ts';
 import { hashFloats } from '../shared/hash.ts';
-import { GanReplica, type Net } from '../shared/replica.ts';
+import { GanReplica } from '../shared/replica.ts';
+import type { Net } from '../shared/protocol.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 
 export class LocalTrainer {

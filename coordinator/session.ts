@@ -6,8 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
-import type { Outgoing, Message, Phase } from '../shared/protocol.ts';
-import type { Net } from '../shared/replica.ts';
+import { closeCodeFor, type ByeCode, type Outgoing, type Message, type Net, type Phase } from '../shared/protocol.ts';
 import type { Assignee } from './phase-run.ts';
 import type { ByteCounters } from './progress.ts';
 
@@ -163,13 +162,13 @@ export class WorkerSession implements Assignee {
     if (first) this.shardsOverdue++;
   }
 
-  /** Says why, then closes with an application close code (the worker prints the reason). */
-  close(closeCode: number, byeCode: string, reason: string): void {
+  /** Says why, then closes with the bye code's close code (the worker prints the reason). */
+  close(byeCode: ByeCode, reason: string): void {
     if (this.state === 'closed') return;
     this.send({ type: 'bye', code: byeCode, reason });
     this.state = 'closed';
-    // Close reasons are limited to 123 bytes by the WebSocket spec; the bye carries the full text.
-    this.ws.close(closeCode, byeCode.slice(0, 120));
+    // The close frame carries only the code (its reason is limited to 123 bytes); the bye has the text.
+    this.ws.close(closeCodeFor(byeCode), byeCode);
   }
 
   rememberTask(taskId: number, rec: TaskRecord): void {

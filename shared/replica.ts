@@ -11,26 +11,16 @@ import { withDropoutSeed } from './layers.ts';
 import { discriminatorLoss, generatorLoss } from './losses.ts';
 import { buildModels, netLayout, type GanModels, type NetLayout } from './models.ts';
 import { deriveSeed, normalArray, Rng } from './rng.ts';
+import type { Net, Phase, ShardSpec } from './protocol.ts';
 
-export type Net = 'G' | 'D';
-/** The phase of Algorithm 1 a shard belongs to; a phase updates the net of the same name. */
-export type Phase = Net;
-
-/** One micro-shard of a global batch: everything needed to recompute it anywhere. */
-export interface ShardInput {
-  shardId: number;
-  /** Derived from (run seed, iteration, phase, D-step, shard id); seeds noise, fake labels, dropout. */
-  seed: number;
-  rows: number;
-  /** D phase only: rows * sampleDim real values, and their labels for conditional models. */
-  real?: Float32Array;
-  realLabels?: Int32Array;
-  /**
-   * Finite data sets: the training-set row behind each real row. Only the coordinator reads it
-   * (to send the rows as one-byte codes, shared/data/row-codes.ts); it never travels.
-   */
-  realRows?: Int32Array;
-}
+/**
+ * One micro-shard of a global batch: everything needed to recompute it anywhere. It is the task's
+ * shard (shared/protocol.ts ShardSpec: shardId; seed, derived from (run seed, iteration, phase,
+ * D-step, shard id) for noise, fake labels and dropout; rows; real rows and labels in the D phase)
+ * with the rows decoded, plus `realRows` on finite data sets: the training-set row behind each
+ * real row, which only the coordinator reads (to send rows as one-byte codes) and never travels.
+ */
+export type ShardInput = Omit<ShardSpec, 'realCodes'> & { realRows?: Int32Array };
 
 export interface ShardResult {
   /** Gradient of the shard's mean loss w.r.t. the phase's net, flat in NetLayout order. */

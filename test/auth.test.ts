@@ -7,7 +7,7 @@
  * derived from the model, past which ws closes with 1009). The run still ends on the reference hash.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WS_CLOSE } from '../shared/codec.ts';
+import { WS_CLOSE } from '../shared/protocol.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { HANDSHAKE_FRAME_BYTES } from '../coordinator/coordinator.ts';
 import { RING8_FLAGS, RawPeer, rawPackr, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';

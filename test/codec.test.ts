@@ -2,18 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import {
-  closeCodeFor,
   decode,
   DecodeErrorCode,
   encode,
   firstNonFinite,
-  MAX_TASK_SHARDS,
   validateMessage,
-  WS_CLOSE,
   type DecodeLimits,
   type DecodeResult,
 } from '../shared/codec.ts';
 import {
+  closeCodeFor,
+  MAX_TASK_SHARDS,
+  WS_CLOSE,
   MESSAGE_TYPES,
   PROTOCOL_VERSION,
   type Message,

@@ -9,7 +9,7 @@
 import { Packr } from 'msgpackr';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { WS_CLOSE } from '../shared/codec.ts';
+import { WS_CLOSE } from '../shared/protocol.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import {
   cleanup,

@@ -19,9 +19,11 @@
  * goes on and ends on the single-process weights hash.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeCodeFor, decode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
+import { decode, type DecodeLimits } from '../shared/codec.ts';
+import { closeCodeFor, WS_CLOSE } from '../shared/protocol.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
-import { GanReplica, type Net } from '../shared/replica.ts';
+import { GanReplica } from '../shared/replica.ts';
+import type { Net } from '../shared/protocol.ts';
 import { uniformSource } from '../shared/rng.ts';
 import { blockRawSum, blockShards, blockStats, type ShardBlock } from '../shared/tree-sum.ts';
 import type { GanConfig } from '../shared/config.ts';

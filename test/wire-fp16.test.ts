@@ -17,7 +17,7 @@ import { findResumeCheckpoint } from '../coordinator/checkpoint.ts';
 import { LocalTrainer } from '../coordinator/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { GAN_FLAGS, ganOptionsFrom, parseFlags } from '../shared/cli.ts';
-import { WS_CLOSE } from '../shared/codec.ts';
+import { WS_CLOSE } from '../shared/protocol.ts';
 import { mergeResumeConfig, resolveConfig } from '../shared/config.ts';
 import { loadDataSource } from '../shared/data/index.ts';
 import { roundTripHalf } from '../shared/float16.ts';

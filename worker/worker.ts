@@ -8,13 +8,13 @@ import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
 import { hmacOf } from '../shared/auth.ts';
 import { assertCanTrain } from '../shared/backend.ts';
-import { decode, encode, WS_CLOSE, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
 import { classifyTlsError } from '../shared/tls.ts';
-import { PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Message, type BlockSpec, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
-import { GanReplica, type Net, type ShardInput, type ShardResult } from '../shared/replica.ts';
+import { closeCodeFor, fatalCode, MAX_TASK_SHARDS, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Net, type Message, type BlockSpec, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
+import { GanReplica, type ShardInput, type ShardResult } from '../shared/replica.ts';
 import { blockRawSum, blockShards, blockStats, quantizerFor } from '../shared/tree-sum.ts';
 import { rowsFromCodes } from '../shared/data/row-codes.ts';
 import { resourceUsage } from '../shared/resources.ts';
@@ -45,15 +45,6 @@ export interface WorkerOptions {
 }
 
 export const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 10000 };
-
-/** Close codes after which reconnecting cannot help. */
-const FATAL_CLOSE = new Map<number, string>([
-  [WS_CLOSE.authFailed, 'AUTH_FAILED'],
-  [WS_CLOSE.versionMismatch, 'PROTOCOL_MISMATCH'],
-  [WS_CLOSE.banned, 'BANNED'],
-  [WS_CLOSE.replaced, 'REPLACED'],
-  [WS_CLOSE.unsupported, 'WIRE_UNSUPPORTED'],
-]);
 
 /**
  * The coordinator is trusted more than workers are (it holds the run), but its frames are still
@@ -179,7 +170,7 @@ export class Worker {
   stop(signal?: string): void {
     this.stopped = true;
     this.signal ??= signal ?? null;
-    this.ws?.close(1000, 'WORKER_STOPPING');
+    this.ws?.close(closeCodeFor('WORKER_STOPPING'), 'WORKER_STOPPING');
     this.wakeBackoff?.();
   }
 
@@ -223,7 +214,7 @@ export class Worker {
           workerId: this.opts.workerId,
           backend: this.opts.backend,
           host: hostname().slice(0, 256),
-          capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES], maxShards: 4096 },
+          capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES], maxShards: MAX_TASK_SHARDS },
         });
       });
       ws.on('ping', touch);
@@ -239,7 +230,7 @@ export class Worker {
           const reason = res.code === 'PROTOCOL_MISMATCH' ? `this worker speaks protocol ${PROTOCOL_VERSION}; ${res.reason}` : res.reason;
           this.log.error({ event: 'bad_frame', code: res.code, reason }, 'bad frame from the coordinator; disconnecting');
           if (res.code === 'PROTOCOL_MISMATCH') bye = { code: 'PROTOCOL_MISMATCH', reason };
-          ws.close(res.code === 'PROTOCOL_MISMATCH' ? WS_CLOSE.versionMismatch : WS_CLOSE.protocolError, res.code);
+          ws.close(closeCodeFor(res.code), res.code);
           return;
         }
         const msg = res.msg;
@@ -247,7 +238,7 @@ export class Worker {
           case 'challenge':
             if (!this.opts.token) {
               bye = { code: 'TOKEN_REQUIRED', reason: 'the coordinator requires a token: set GAN_TOKEN or pass --token-file' };
-              ws.close(1000, 'TOKEN_REQUIRED');
+              ws.close(closeCodeFor('TOKEN_REQUIRED'), 'TOKEN_REQUIRED');
               return;
             }
             this.send(ws, { type: 'auth', hmac: hmacOf(this.opts.token, msg.nonce) });
@@ -263,7 +254,7 @@ export class Worker {
               this.log.error({ event: 'bad_welcome', reason }, 'cannot build the model the coordinator described');
               // A backend that cannot train the model is the worker's own, lasting condition.
               bye = { code: err instanceof GanError && err.code === 'BACKEND_CANNOT_TRAIN' ? err.code : 'BAD_WELCOME', reason };
-              ws.close(WS_CLOSE.protocolError, 'BAD_WELCOME');
+              ws.close(closeCodeFor('BAD_WELCOME'), 'BAD_WELCOME');
             }
             return;
           case 'weights':
@@ -284,7 +275,7 @@ export class Worker {
             this.timing.decodeMs += performance.now() - t0;
             if (typeof shards === 'string') {
               this.log.error({ event: 'bad_frame', code: 'BAD_FIELD', reason: shards }, 'bad frame from the coordinator; disconnecting');
-              ws.close(WS_CLOSE.protocolError, 'BAD_FIELD');
+              ws.close(closeCodeFor('BAD_FIELD'), 'BAD_FIELD');
               return;
             }
             // The codec checked that the blocks cover exactly the task's shards, in order.
@@ -317,9 +308,9 @@ export class Worker {
         const tlsFatal = !welcomed && connectError ? classifyTlsError(connectError, { url: this.opts.url, ca: Boolean(ca) }) : null;
         if (tlsFatal) return resolve({ kind: 'fatal', code: tlsFatal.code, reason: tlsFatal.reason, tls: (connectError as NodeJS.ErrnoException).code ?? 'UNKNOWN' });
         const reason = bye?.reason ?? (reasonBuf.toString() || (connectError ? connectError.message : `closed with code ${code}`));
-        // Retrying cannot help a worker whose backend cannot train this run's model.
-        const fatal = FATAL_CLOSE.get(code) ?? (bye?.code === 'TOKEN_REQUIRED' || bye?.code === 'BACKEND_CANNOT_TRAIN' ? bye.code : undefined);
-        if (fatal) return resolve({ kind: 'fatal', code: bye?.code ?? fatal, reason });
+        // Retrying cannot help after a refusal (BYE_CODES' fatal codes), e.g. a backend that cannot train this run's model.
+        const fatal = fatalCode(code, bye?.code);
+        if (fatal) return resolve({ kind: 'fatal', code: fatal, reason });
         if (bye?.code === 'RUN_FINISHED') return resolve({ kind: 'finished', reason });
         if (welcomed) this.log.warn({ event: 'disconnected', code, reason }, 'lost the coordinator');
         resolve({ kind: welcomed ? 'connected-then-lost' : 'unreachable', reason });
