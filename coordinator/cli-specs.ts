@@ -13,28 +13,28 @@ const SCHED = 'Scheduling and verification';
 
 export const COORDINATOR_FLAGS: FlagTable = {
   host: { type: 'string', value: '<addr>', group: NET, help: 'address to listen on', defaultText: '0.0.0.0 with a token, 127.0.0.1 without' },
-  port: { type: 'string', value: '<port>', group: NET, kind: 'int', help: 'TCP port for workers and HTTP (0: any free port)', defaultText: '8600' },
+  port: { type: 'string', value: '<port>', group: NET, kind: 'int', help: 'TCP port for workers and HTTP (0: any free port)', default: 8600 },
   'token-file': { type: 'string', value: '<file>', group: NET, help: 'file whose first line is the shared worker token (else GAN_TOKEN)' },
   insecure: { type: 'boolean', group: NET, help: 'allow listening beyond loopback without a token' },
   'tls-cert': { type: 'string', value: '<file>', group: NET, help: 'PEM certificate (chain): serve wss:// and https (needs --tls-key)' },
   'tls-key': { type: 'string', value: '<file>', group: NET, help: 'PEM private key of --tls-cert' },
   'run-dir': { type: 'string', value: '<dir>', group: RUN, help: 'run directory: config.json, log.jsonl, samples/', defaultText: 'runs/default' },
-  'checkpoint-every': { type: 'string', value: '<n>', group: RUN, kind: 'int', help: 'checkpoint every N iterations (0: only at the end and on SIGINT/SIGTERM)', defaultText: '100' },
-  'keep-checkpoints': { type: 'string', value: '<k>', group: RUN, kind: 'int', help: 'keep the newest K checkpoints', defaultText: '3' },
+  'checkpoint-every': { type: 'string', value: '<n>', group: RUN, kind: 'int', help: 'checkpoint every N iterations (0: only at the end and on SIGINT/SIGTERM)', default: 100 },
+  'keep-checkpoints': { type: 'string', value: '<k>', group: RUN, kind: 'int', help: 'keep the newest K checkpoints', default: 3 },
   resume: { type: 'boolean', value: '[<path>]', group: RUN, help: 'continue from the newest valid checkpoint in --run-dir (or from <path>, as --resume-from)' },
   'resume-from': { type: 'string', value: '<path>', group: RUN, help: 'a run directory or one checkpoint directory to resume from' },
   'auto-resume': { type: 'boolean', group: RUN, help: 'resume if --run-dir holds checkpoints, else start a new run (for systemd, Docker, Kubernetes restarts)' },
-  'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'sample grid every N iterations (0: only at the end)', defaultText: '200' },
-  'eval-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: "evaluate G every N iterations and at the end, logged as `eval` events (gan-eval's metrics; 0: off)", defaultText: '0' },
+  'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'sample grid every N iterations (0: only at the end)', default: 200 },
+  'eval-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: "evaluate G every N iterations and at the end, logged as `eval` events (gan-eval's metrics; 0: off)", default: 0 },
   // Must equal DEFAULT_PERIODIC_SAMPLES (shared/eval/periodic.ts, which loads tfjs); test/cli-help.test.ts checks it.
-  'eval-samples': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'samples per --eval-every evaluation', defaultText: '500' },
-  'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
-  'status-interval': { type: 'string', value: '<s>', group: OUT, kind: 'number', help: '...and at least every s seconds while iterations complete', defaultText: '30' },
+  'eval-samples': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'samples per --eval-every evaluation', default: 500 },
+  'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', default: 20 },
+  'status-interval': { type: 'string', value: '<s>', group: OUT, kind: 'number', help: '...and at least every s seconds while iterations complete', default: 30 },
   pretty: { type: 'boolean', group: OUT, help: 'human-readable log on stdout (default when stdout is a terminal; log.jsonl stays JSON)' },
-  linger: { type: 'string', value: '<s>', group: OUT, kind: 'number', help: 'after the run finishes, keep serving the dashboard, /status and report.html for s seconds (workers are released; Ctrl-C ends it)', defaultText: '0' },
-  'straggler-factor': { type: 'string', value: '<f>', group: SCHED, kind: 'number', help: 'duplicate a shard out longer than this x its expected time', defaultText: '3' },
-  'straggler-min-ms': { type: 'string', value: '<ms>', group: SCHED, kind: 'int', help: '...and out at least this long', defaultText: '2000' },
-  'verify-fraction': { type: 'string', value: '<p>', group: SCHED, kind: 'number', help: 'recompute this fraction of shards (0..1, drawn from the seed) on a second worker and compare bit for bit; a worker that differs is banned', defaultText: '0' },
+  linger: { type: 'string', value: '<s>', group: OUT, kind: 'number', help: 'after the run finishes, keep serving the dashboard, /status and report.html for s seconds (workers are released; Ctrl-C ends it)', default: 0 },
+  'straggler-factor': { type: 'string', value: '<f>', group: SCHED, kind: 'number', help: 'duplicate a shard out longer than this x its expected time', default: 3 },
+  'straggler-min-ms': { type: 'string', value: '<ms>', group: SCHED, kind: 'int', help: '...and out at least this long', default: 2000 },
+  'verify-fraction': { type: 'string', value: '<p>', group: SCHED, kind: 'number', help: 'recompute this fraction of shards (0..1, drawn from the seed) on a second worker and compare bit for bit; a worker that differs is banned', default: 0 },
 };
 
 /** `--resume <path>` is accepted as a spelling of `--resume-from <path>`; bare `--resume` means latest. */
@@ -69,8 +69,8 @@ docs/operations.md.`,
 
 export const TRAIN_FLAGS: FlagTable = {
   'run-dir': { type: 'string', value: '<dir>', group: OUT, help: 'where config.json, log.jsonl and samples/ go', defaultText: 'runs/local' },
-  'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'write a sample grid every N iterations (0: only at the end)', defaultText: '200' },
-  'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', defaultText: '20' },
+  'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'write a sample grid every N iterations (0: only at the end)', default: 200 },
+  'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', default: 20 },
 };
 
 export const TRAIN_CLI: CliSpec = {

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
-import { ganOptionsFrom, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
+import { ganOptionsFrom, numberFlag, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { mergeResumeConfig, resolveConfig, type GanConfig } from '../shared/config.ts';
 import type { TrainingSnapshot } from '../shared/training-state.ts';
@@ -16,8 +16,8 @@ import { ConfigError } from '../shared/errors.ts';
 import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
-import { createPeriodicEvaluation, DEFAULT_PERIODIC_SAMPLES } from '../shared/eval/periodic.ts';
-import { COORDINATOR_CLI } from './cli-specs.ts';
+import { createPeriodicEvaluation } from '../shared/eval/periodic.ts';
+import { COORDINATOR_CLI, COORDINATOR_FLAGS } from './cli-specs.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';
 import { lingerAfterRun, parseLinger } from './linger.ts';
@@ -43,6 +43,7 @@ function hasCheckpoints(runDir: string): boolean {
 /** Builds and starts a coordinator from parsed flags (also used by the demo). */
 export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = process.env, logStdout = true): Promise<CoordinatorRun> {
   const runDir = resolve(String(v['run-dir'] ?? 'runs/default'));
+  const flag = (name: string) => numberFlag(v, COORDINATOR_FLAGS, name);
   const linger = parseLinger(v.linger);
   // Nothing is written to the run directory until the port is bound and the config is known to
   // be good: a failed start (PORT_IN_USE, a config error) leaves no run directory behind.
@@ -75,8 +76,8 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const evaluation = await createPeriodicEvaluation(
     config,
     source,
-    v['eval-every'] === undefined ? 0 : Number(v['eval-every']),
-    v['eval-samples'] === undefined ? DEFAULT_PERIODIC_SAMPLES : Number(v['eval-samples']),
+    flag('eval-every'),
+    flag('eval-samples'),
   );
   const coordinator = new Coordinator({
     config,
@@ -87,7 +88,7 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
     network: {
       ...DEFAULT_NETWORK,
       host: String(v.host ?? (token ? '0.0.0.0' : '127.0.0.1')),
-      port: v.port === undefined ? 8600 : Number(v.port),
+      port: flag('port'),
       token,
       insecure: v.insecure === true,
       tls,
@@ -95,23 +96,23 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
     schedule: {
       ...DEFAULT_SCHEDULE,
       straggler: {
-        factor: v['straggler-factor'] === undefined ? DEFAULT_SCHEDULE.straggler.factor : Number(v['straggler-factor']),
-        minMs: v['straggler-min-ms'] === undefined ? DEFAULT_SCHEDULE.straggler.minMs : Number(v['straggler-min-ms']),
+        factor: flag('straggler-factor'),
+        minMs: flag('straggler-min-ms'),
       },
       verifyFraction: parseVerifyFraction(v['verify-fraction']),
     },
     checkpoint: {
-      every: v['checkpoint-every'] === undefined ? 100 : Number(v['checkpoint-every']),
-      keep: v['keep-checkpoints'] === undefined ? 3 : Math.max(1, Number(v['keep-checkpoints'])),
+      every: flag('checkpoint-every'),
+      keep: Math.max(1, flag('keep-checkpoints')),
       // Test hook: stall between blobs so a test can SIGKILL the coordinator mid-write.
       stallMs: Number(env.GAN_TEST_CHECKPOINT_STALL_MS ?? 0) || undefined,
     },
     snapshot,
     evaluation,
     report: {
-      logEvery: Math.max(1, v['log-every'] === undefined ? 20 : Number(v['log-every'])),
-      statusIntervalMs: 1000 * (v['status-interval'] === undefined ? 30 : Number(v['status-interval'])),
-      sampleEvery: v['sample-every'] === undefined ? 200 : Number(v['sample-every']),
+      logEvery: Math.max(1, flag('log-every')),
+      statusIntervalMs: 1000 * flag('status-interval'),
+      sampleEvery: flag('sample-every'),
     },
   });
   // Bind first (PORT_IN_USE and its kin are GanErrors: one line, exit 2). From here to run() all

@@ -29,6 +29,7 @@ import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shar
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
 import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
+import { COORDINATOR_FLAGS } from './cli-specs.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
 import { Telemetry } from './metrics.ts';
@@ -102,7 +103,8 @@ export const DEFAULT_NETWORK: Omit<NetworkConfig, 'host' | 'port' | 'token' | 'i
 };
 
 export const DEFAULT_SCHEDULE: ScheduleConfig = {
-  straggler: { factor: 3, minMs: 2000 },
+  // The CLI's defaults, declared with their flags.
+  straggler: { factor: COORDINATOR_FLAGS['straggler-factor']!.default!, minMs: COORDINATOR_FLAGS['straggler-min-ms']!.default! },
   tickMs: 50,
   waitingLogMs: 10000,
 };

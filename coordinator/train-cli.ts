@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
-import { ganOptionsFrom, parseCli, printInfo } from '../shared/cli.ts';
+import { ganOptionsFrom, numberFlag, parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig } from '../shared/config.ts';
 import { loadDataSource } from '../shared/data/index.ts';
@@ -14,14 +14,14 @@ import { createLogger } from '../shared/log.ts';
 import { LocalTrainer } from './local-trainer.ts';
 import { ProgressTracker, roundRecord } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
-import { TRAIN_CLI } from './cli-specs.ts';
+import { TRAIN_CLI, TRAIN_FLAGS } from './cli-specs.ts';
 
 runMain(async () => {
   const v = parseCli(TRAIN_CLI, process.argv.slice(2));
   if (printInfo(TRAIN_CLI, v)) return 0;
   const runDir = resolve(String(v['run-dir'] ?? 'runs/local'));
-  const sampleEvery = Number(v['sample-every'] ?? 200);
-  const logEvery = Math.max(1, Number(v['log-every'] ?? 20));
+  const sampleEvery = numberFlag(v, TRAIN_FLAGS, 'sample-every');
+  const logEvery = Math.max(1, numberFlag(v, TRAIN_FLAGS, 'log-every'));
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
   const opts = ganOptionsFrom(v);
   const source = loadDataSource(opts.dataset ?? 'mnist');

@@ -5,8 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.ts';
-import type { GanOptions } from './config.ts';
-import { G_LOSSES, MODEL_KINDS, OPTIMIZERS } from './config.ts';
+import { defaultTextOf, GAN_OPTIONS, type GanOptionKey, type GanOptions } from './options.ts';
 import { PRESETS } from './presets.ts';
 
 export interface FlagSpec {
@@ -14,7 +13,9 @@ export interface FlagSpec {
   /** How a string value is checked and converted. */
   kind?: 'int' | 'number' | 'string';
   help: string;
-  /** Shown in --help only; defaults are applied by the config resolver. */
+  /** A number flag's default: shown in --help (unless defaultText says more) and applied by numberFlag(). */
+  default?: number;
+  /** --help's default when there is no plain `default` (training options' defaults are applied by resolveConfig). */
   defaultText?: string;
   /** The value's name in --help, e.g. '<n>', '<dir>', '<url>' (string flags; else from kind). */
   value?: string;
@@ -41,30 +42,16 @@ export interface CliSpec {
 /** Help is wrapped to this many columns. */
 export const HELP_COLUMNS = 100;
 
-/** Flags that define the training run; shared by gan-train and gan-coordinator. */
+/** Flags that define the training run (--preset and shared/options.ts GAN_OPTIONS); shared by gan-train and gan-coordinator. */
 export const GAN_FLAGS: FlagTable = {
   preset: { type: 'string', value: '<name>', group: 'Data and model', help: `measured settings for a data set (${Object.keys(PRESETS).join(' | ')}); flags given beside it win` },
-  dataset: { type: 'string', value: '<source>', group: 'Data and model', help: 'mnist | idx:<dir> | ring8 | grid25', defaultText: 'mnist' },
-  model: { type: 'string', value: '<kind>', group: 'Data and model', help: MODEL_KINDS.join(' | '), defaultText: 'mlp-small (mlp2d for mixtures)' },
-  conditional: { type: 'boolean', group: 'Data and model', help: 'feed class labels to G and D (labelled data sets only)' },
-  'noise-dim': { type: 'string', value: '<n>', group: 'Data and model', kind: 'int', help: 'dimension of the noise z', defaultText: 'per model' },
-  pack: { type: 'string', value: '<m>', group: 'Data and model', kind: 'int', help: 'PacGAN: D judges this many samples at once (MLP models)', defaultText: '1' },
-  'minibatch-std': { type: 'string', value: '<g>', group: 'Data and model', kind: 'int', help: 'minibatch standard deviation in D over groups of this many rows of a shard (0: off)', defaultText: '0' },
-  width: { type: 'string', value: '<units>', group: 'Data and model', kind: 'int', help: 'units in each hidden layer of mlp2d (G and D)', defaultText: '64' },
-  'g-loss': { type: 'string', value: '<loss>', group: 'Training', help: G_LOSSES.join(' | '), defaultText: 'non-saturating' },
-  'label-smoothing': { type: 'string', value: '<s>', group: 'Training', kind: 'number', help: 'one-sided: real targets are 1 - s', defaultText: '0' },
-  optimizer: { type: 'string', value: '<name>', group: 'Training', help: OPTIMIZERS.join(' | '), defaultText: 'adam' },
-  lr: { type: 'string', value: '<rate>', group: 'Training', kind: 'number', help: 'learning rate', defaultText: '2e-4 (adam), 0.01 (sgd)' },
-  beta1: { type: 'string', value: '<b>', group: 'Training', kind: 'number', help: 'adam beta1', defaultText: '0.5' },
-  beta2: { type: 'string', value: '<b>', group: 'Training', kind: 'number', help: 'adam beta2', defaultText: '0.999' },
-  momentum: { type: 'string', value: '<m>', group: 'Training', kind: 'number', help: 'sgd momentum', defaultText: '0.5' },
-  seed: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'run seed: init, data order, noise, dropout', defaultText: '1' },
-  'batch-size': { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'global minibatch B', defaultText: '64' },
-  shards: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'micro-shards S per batch (B must be a multiple); each returns one full gradient', defaultText: '4' },
-  'd-steps': { type: 'string', value: '<k>', group: 'Training', kind: 'int', help: 'k: D-steps per G-step', defaultText: '1' },
-  iterations: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'iterations of Algorithm 1', defaultText: '1000' },
-  'g-ema': { type: 'string', value: '<decay>', group: 'Training', kind: 'number', help: "decay of a moving average of G's weights (e.g. 0.999), kept by the coordinator; samples, evaluation and exports use it (0: off)", defaultText: '0' },
-  wire: { type: 'string', value: '<format>', group: 'Training', help: 'fp32 | fp16: weights and gradients between coordinator and workers as float32 or float16 (half the bytes; rounds what workers compute on and what is averaged, so gan-train rounds the same way and resume keeps it)', defaultText: 'fp32' },
+  ...Object.fromEntries(
+    Object.values(GAN_OPTIONS).map((o): [string, FlagSpec] => {
+      const defaultText = defaultTextOf(o);
+      const spec: FlagSpec = o.kind === 'boolean' ? { type: 'boolean', group: o.group, help: o.help } : { type: 'string', value: o.value, group: o.group, ...(o.kind !== 'string' ? { kind: o.kind } : {}), help: o.help };
+      return [o.flag, defaultText === undefined ? spec : { ...spec, defaultText }];
+    }),
+  ),
 };
 
 export const COMMON_FLAGS: FlagTable = {
@@ -130,7 +117,8 @@ export function formatHelp(usage: string, tables: FlagTable[], examples: string[
   for (const [name, spec] of rows) {
     const label = flagLabel(name, spec);
     // A no-break space keeps '(default:' on the line of its value.
-    const text = wrap(`${spec.help}${spec.defaultText ? ` (default:\u00a0${spec.defaultText})` : ''}`, HELP_COLUMNS - indent);
+    const defaultText = spec.defaultText ?? (spec.default === undefined ? undefined : String(spec.default));
+    const text = wrap(`${spec.help}${defaultText ? ` (default:\u00a0${defaultText})` : ''}`, HELP_COLUMNS - indent);
     const lines = label.length > labelWidth ? [`  ${label}`] : [`  ${label.padEnd(labelWidth)}  ${text.shift() ?? ''}`.trimEnd()];
     for (const t of text) lines.push(`${' '.repeat(indent)}${t}`);
     const group = spec.group ?? 'Options';
@@ -144,6 +132,15 @@ export function formatHelp(usage: string, tables: FlagTable[], examples: string[
 /** Help for a flag table (the benches' helpers use it too). */
 export function helpText(usage: string, ...tables: FlagTable[]): string {
   return formatHelp(usage, tables);
+}
+
+/** A number flag's value, or its table default when not given. */
+export function numberFlag(v: FlagValues, table: FlagTable, name: string): number {
+  const given = v[name];
+  if (typeof given === 'string') return Number(given);
+  const d = table[name]?.default;
+  if (d === undefined) throw new Error(`--${name} has no default in its flag table`);
+  return d;
 }
 
 /** Every flag a CLI accepts. */
@@ -184,13 +181,10 @@ export function answerInfoFlags(spec: CliSpec, argv: string[]): boolean {
   return printInfo(spec, v);
 }
 
-const num = (v: string | boolean | undefined): number | undefined => (typeof v === 'string' ? Number(v) : undefined);
-const str = <T extends string>(v: string | boolean | undefined): T | undefined => (typeof v === 'string' ? (v as T) : undefined);
-
 /** Maps parsed GAN_FLAGS values to GanOptions. */
 export function ganOptionsFrom(v: FlagValues): GanOptions {
   const given = explicitGanOptions(v);
-  const name = str(v.preset);
+  const name = typeof v.preset === 'string' ? v.preset : undefined;
   if (name === undefined) return given;
   if (!Object.hasOwn(PRESETS, name)) {
     throw new ConfigError('UNKNOWN_PRESET', `--preset must be one of ${Object.keys(PRESETS).join(', ')}; got '${name}'`);
@@ -205,27 +199,10 @@ export function ganOptionsFrom(v: FlagValues): GanOptions {
 
 /** The training options given explicitly as flags (undefined where a flag was not given). */
 function explicitGanOptions(v: FlagValues): GanOptions {
-  return {
-    dataset: str(v.dataset),
-    model: str(v.model),
-    conditional: v.conditional === true ? true : undefined,
-    noiseDim: num(v['noise-dim']),
-    pack: num(v.pack),
-    minibatchStd: num(v['minibatch-std']),
-    width: num(v.width),
-    gLoss: str(v['g-loss']),
-    labelSmoothing: num(v['label-smoothing']),
-    optimizer: str(v.optimizer),
-    lr: num(v.lr),
-    beta1: num(v.beta1),
-    beta2: num(v.beta2),
-    momentum: num(v.momentum),
-    seed: num(v.seed),
-    batchSize: num(v['batch-size']),
-    shards: num(v.shards),
-    dSteps: num(v['d-steps']),
-    iterations: num(v.iterations),
-    wire: str(v.wire),
-    gEma: num(v['g-ema']),
-  };
+  const out: Record<string, unknown> = {};
+  for (const [key, o] of Object.entries(GAN_OPTIONS) as [GanOptionKey, (typeof GAN_OPTIONS)[GanOptionKey]][]) {
+    const raw = v[o.flag];
+    out[key] = o.kind === 'boolean' ? (raw === true ? true : undefined) : typeof raw !== 'string' ? undefined : o.kind === 'string' ? raw : Number(raw);
+  }
+  return out as GanOptions;
 }

@@ -5,13 +5,9 @@
 import { ConfigError } from './errors.ts';
 import type { DataSource } from './data/types.ts';
 import { WIRE_FORMATS, type WireFormat } from './protocol.ts';
+import { G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
 
-export const MODEL_KINDS = ['mlp', 'mlp-small', 'dcgan', 'mlp2d'] as const;
-export type ModelKind = (typeof MODEL_KINDS)[number];
-export const G_LOSSES = ['non-saturating', 'minimax'] as const;
-export type GLoss = (typeof G_LOSSES)[number];
-export const OPTIMIZERS = ['adam', 'sgd'] as const;
-export type OptimizerName = (typeof OPTIMIZERS)[number];
+export { G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
 
 export interface ModelConfig {
   kind: ModelKind;
@@ -85,34 +81,7 @@ export interface GanConfig {
   train: TrainConfig;
 }
 
-/** What a user may set; everything else is derived or defaulted. */
-export interface GanOptions {
-  model?: ModelKind;
-  conditional?: boolean;
-  noiseDim?: number;
-  pack?: number;
-  minibatchStd?: number;
-  width?: number;
-  gLoss?: GLoss;
-  labelSmoothing?: number;
-  optimizer?: OptimizerName;
-  lr?: number;
-  beta1?: number;
-  beta2?: number;
-  momentum?: number;
-  seed?: number;
-  dataset?: string;
-  batchSize?: number;
-  shards?: number;
-  dSteps?: number;
-  iterations?: number;
-  wire?: WireFormat;
-  gEma?: number;
-}
-
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
-/** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
-export const MLP2D_DEFAULT_WIDTH = 64;
 /** Upper bound for --width: beyond it a 2-D toy model only gets slower. */
 export const MAX_WIDTH = 4096;
 
@@ -145,9 +114,9 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
     check(classes > 1, 'CONDITIONAL_NEEDS_LABELS', `--conditional needs a labelled dataset; '${dataset}' has no class labels`);
     numClasses = classes;
   }
-  const optimizerName = opts.optimizer ?? 'adam';
+  const optimizerName = opts.optimizer ?? optionDefault('optimizer');
   check((OPTIMIZERS as readonly string[]).includes(optimizerName), 'BAD_OPTIMIZER', `--optimizer must be adam or sgd; got '${optimizerName}'`);
-  const gLoss = opts.gLoss ?? 'non-saturating';
+  const gLoss = opts.gLoss ?? optionDefault('gLoss');
   check((G_LOSSES as readonly string[]).includes(gLoss), 'BAD_G_LOSS', `--g-loss must be non-saturating or minimax; got '${gLoss}'`);
   const cfg: GanConfig = {
     model: {
@@ -155,27 +124,27 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       noiseDim: opts.noiseDim ?? DEFAULT_NOISE[kind],
       dataShape: [...dataShape],
       numClasses,
-      pack: opts.pack ?? 1,
+      pack: opts.pack ?? optionDefault('pack'),
       // Only when on, so configs of runs without it stay exactly as before.
       ...(opts.minibatchStd ? { minibatchStd: opts.minibatchStd } : {}),
       ...(opts.width !== undefined ? { width: opts.width } : {}),
     },
-    loss: { gLoss, labelSmoothing: opts.labelSmoothing ?? 0 },
+    loss: { gLoss, labelSmoothing: opts.labelSmoothing ?? optionDefault('labelSmoothing') },
     optimizer: {
       name: optimizerName,
       lr: opts.lr ?? (optimizerName === 'adam' ? 2e-4 : 0.01),
-      beta1: opts.beta1 ?? 0.5,
-      beta2: opts.beta2 ?? 0.999,
+      beta1: opts.beta1 ?? optionDefault('beta1'),
+      beta2: opts.beta2 ?? optionDefault('beta2'),
       epsilon: 1e-8,
-      momentum: opts.momentum ?? 0.5,
+      momentum: opts.momentum ?? optionDefault('momentum'),
     },
     train: {
-      seed: opts.seed ?? 1,
+      seed: opts.seed ?? optionDefault('seed'),
       dataset,
-      batchSize: opts.batchSize ?? 64,
-      shards: opts.shards ?? 4,
-      dSteps: opts.dSteps ?? 1,
-      iterations: opts.iterations ?? 1000,
+      batchSize: opts.batchSize ?? optionDefault('batchSize'),
+      shards: opts.shards ?? optionDefault('shards'),
+      dSteps: opts.dSteps ?? optionDefault('dSteps'),
+      iterations: opts.iterations ?? optionDefault('iterations'),
       ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),
       ...(opts.gEma ? { gEma: opts.gEma } : {}),
     },
@@ -247,43 +216,29 @@ export function sampleDim(model: ModelConfig): number {
 export function mergeResumeConfig(saved: GanConfig, opts: GanOptions): { config: GanConfig; changes: string[] } {
   const config: GanConfig = JSON.parse(JSON.stringify(saved));
   const changes: string[] = [];
-  const fixed: [keyof GanOptions, string, unknown][] = [
-    ['model', 'model', saved.model.kind],
-    ['noiseDim', 'noise-dim', saved.model.noiseDim],
-    ['pack', 'pack', saved.model.pack],
-    ['minibatchStd', 'minibatch-std', saved.model.minibatchStd ?? 0],
-    ['width', 'width', saved.model.width ?? (saved.model.kind === 'mlp2d' ? MLP2D_DEFAULT_WIDTH : 'the fixed widths')],
-    ['conditional', 'conditional', saved.model.numClasses > 0],
-    ['gLoss', 'g-loss', saved.loss.gLoss],
-    ['labelSmoothing', 'label-smoothing', saved.loss.labelSmoothing],
-    ['optimizer', 'optimizer', saved.optimizer.name],
-    ['beta1', 'beta1', saved.optimizer.beta1],
-    ['beta2', 'beta2', saved.optimizer.beta2],
-    ['momentum', 'momentum', saved.optimizer.momentum],
-    ['seed', 'seed', saved.train.seed],
-    ['dataset', 'dataset', saved.train.dataset],
-    ['batchSize', 'batch-size', saved.train.batchSize],
-    ['shards', 'shards', saved.train.shards],
-    ['dSteps', 'd-steps', saved.train.dSteps],
-    ['wire', 'wire', saved.train.wire ?? 'fp32'],
-    ['gEma', 'g-ema', saved.train.gEma ?? 0],
-  ];
-  for (const [key, flag, was] of fixed) {
+  for (const [key, spec] of Object.entries(GAN_OPTIONS) as [GanOptionKey, (typeof GAN_OPTIONS)[GanOptionKey]][]) {
     const now = opts[key];
-    if (now !== undefined && now !== was) {
-      throw new ConfigError(
-        'CONFIG_CONFLICT',
-        `--${flag} ${String(now)} conflicts with the checkpoint, which was trained with ${String(was)}; resuming cannot change it (start a new run in another --run-dir instead)`,
-      );
+    if (now === undefined) continue;
+    const rule = spec.resume;
+    if ('fixed' in rule) {
+      const was = rule.fixed(saved);
+      if (now !== was) {
+        throw new ConfigError(
+          'CONFIG_CONFLICT',
+          `--${spec.flag} ${String(now)} conflicts with the checkpoint, which was trained with ${String(was)}; resuming cannot change it (start a new run in another --run-dir instead)`,
+        );
+      }
     }
   }
-  if (opts.lr !== undefined && opts.lr !== saved.optimizer.lr) {
-    changes.push(`lr ${saved.optimizer.lr} -> ${opts.lr}`);
-    config.optimizer.lr = opts.lr;
-  }
-  if (opts.iterations !== undefined && opts.iterations !== saved.train.iterations) {
-    changes.push(`iterations ${saved.train.iterations} -> ${opts.iterations}`);
-    config.train.iterations = opts.iterations;
+  for (const [key, spec] of Object.entries(GAN_OPTIONS) as [GanOptionKey, (typeof GAN_OPTIONS)[GanOptionKey]][]) {
+    const now = opts[key];
+    const rule = spec.resume as { saved?: (c: GanConfig) => unknown; apply?: (c: GanConfig, v: unknown) => void };
+    if (now === undefined || !rule.apply || !rule.saved) continue;
+    const was = rule.saved(saved);
+    if (now !== was) {
+      changes.push(`${key} ${String(was)} -> ${String(now)}`);
+      rule.apply(config, now);
+    }
   }
   validateConfig(config);
   return { config, changes };

@@ -118,7 +118,7 @@ describe('help texts', () => {
     async () => {
       const { DEFAULT_PERIODIC_SAMPLES } = await import('../shared/eval/periodic.ts');
       const { DEFAULT_IMAGE_SAMPLES, DEFAULT_MIXTURE_SAMPLES } = await import('../shared/eval/evaluate.ts');
-      expect(flagsOf(COORDINATOR_CLI)['eval-samples'].defaultText).toBe(String(DEFAULT_PERIODIC_SAMPLES));
+      expect(flagsOf(COORDINATOR_CLI)['eval-samples'].default).toBe(DEFAULT_PERIODIC_SAMPLES);
       expect(flagsOf(EVAL_CLI).samples.defaultText).toBe(`${DEFAULT_MIXTURE_SAMPLES} for 2-D mixtures, ${DEFAULT_IMAGE_SAMPLES} for images`);
     },
     60_000,
