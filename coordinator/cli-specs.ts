@@ -71,6 +71,14 @@ export const TRAIN_FLAGS: FlagTable = {
   'run-dir': { type: 'string', value: '<dir>', group: OUT, help: 'where config.json, log.jsonl and samples/ go', defaultText: 'runs/local' },
   'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'write a sample grid every N iterations (0: only at the end)', default: 200 },
   'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', default: 20 },
+  'eval-every': COORDINATOR_FLAGS['eval-every']!,
+  'eval-samples': COORDINATOR_FLAGS['eval-samples']!,
+  // Same checkpoints and resume as the coordinator's (same run-directory layout), but off unless asked for.
+  'checkpoint-every': { ...COORDINATOR_FLAGS['checkpoint-every']!, help: 'checkpoint every N iterations, at the end and on SIGINT/SIGTERM (0: only at the end)', default: undefined, defaultText: 'no checkpoints' },
+  'keep-checkpoints': COORDINATOR_FLAGS['keep-checkpoints']!,
+  resume: COORDINATOR_FLAGS.resume!,
+  'resume-from': COORDINATOR_FLAGS['resume-from']!,
+  'auto-resume': COORDINATOR_FLAGS['auto-resume']!,
 };
 
 export const TRAIN_CLI: CliSpec = {
@@ -80,7 +88,13 @@ export const TRAIN_CLI: CliSpec = {
 Trains G and D in one process (Algorithm 1, same micro-shards as distributed mode): the reference
 a distributed run matches bit for bit, or a run on a machine without workers.`,
   tables: [GAN_FLAGS, TRAIN_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
-  examples: ['gan-train --dataset ring8 --iterations 2000 --run-dir runs/ring8', 'gan-train --preset grid25 --iterations 5000 --run-dir runs/grid25'],
+  examples: [
+    'gan-train --dataset ring8 --iterations 2000 --run-dir runs/ring8',
+    'gan-train --preset grid25 --iterations 5000 --run-dir runs/grid25 --eval-every 500',
+    'gan-train --preset ring8 --run-dir runs/ring8 --checkpoint-every 500',
+    'gan-train --run-dir runs/ring8 --resume --iterations 6000          # continue, train longer',
+  ],
+  argv: resumeArgs,
 };
 
 /** The demo's --linger on a terminal: time to look at the finished dashboard before it exits. */

@@ -1,18 +1,14 @@
 /**
  * gan-coordinator: holds the model, serves workers, trains.
  */
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { ganOptionsFrom, numberFlag, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { mergeResumeConfig, resolveConfig, type GanConfig } from '../shared/config.ts';
-import type { TrainingSnapshot } from '../shared/training-state.ts';
-import { findResumeCheckpoint } from './checkpoint.ts';
-import { loadDataSource } from '../shared/data/index.ts';
-import { ConfigError } from '../shared/errors.ts';
+import { startOrResume } from '../trainer/resume.ts';
 import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
@@ -34,12 +30,6 @@ export interface CoordinatorRun {
   linger: number;
 }
 
-/** Whether a run directory holds at least one checkpoint (valid or not). */
-function hasCheckpoints(runDir: string): boolean {
-  const dir = join(runDir, 'checkpoints');
-  return existsSync(dir) && readdirSync(dir).some((n) => /^\d{8}$/.test(n));
-}
-
 /** Builds and starts a coordinator from parsed flags (also used by the demo). */
 export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = process.env, logStdout = true): Promise<CoordinatorRun> {
   const runDir = resolve(String(v['run-dir'] ?? 'runs/default'));
@@ -54,25 +44,7 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   const opts = ganOptionsFrom(v);
-  let config: GanConfig;
-  let snapshot: TrainingSnapshot | undefined;
-  let resumedFrom: { dir: string; changes: string[]; skipped: { dir: string; reason: string }[] } | null = null;
-  const autoResume = v['auto-resume'] === true && hasCheckpoints(runDir);
-  const resumePath = typeof v['resume-from'] === 'string' ? v['resume-from'] : v.resume || autoResume ? runDir : null;
-  if (resumePath) {
-    const found = findResumeCheckpoint(resumePath);
-    for (const s of found.skipped) log.warn({ event: 'warning', code: 'CHECKPOINT_CORRUPT', dir: s.dir, reason: s.reason }, 'damaged checkpoint skipped; trying the previous one');
-    const merged = mergeResumeConfig(found.loaded.manifest.config, opts);
-    config = merged.config;
-    snapshot = found.loaded.snapshot;
-    resumedFrom = { dir: found.loaded.dir, changes: merged.changes, skipped: found.skipped };
-  } else {
-    if (hasCheckpoints(runDir)) {
-      throw new ConfigError('RUN_DIR_HAS_CHECKPOINTS', `${runDir} already holds checkpoints; pass --resume to continue that run, or choose another --run-dir`);
-    }
-    config = resolveConfig(opts, loadDataSource(opts.dataset ?? 'mnist'));
-  }
-  const source = loadDataSource(config.train.dataset);
+  const { config, source, snapshot, resumedFrom } = startOrResume(v, opts, runDir, log);
   const evaluation = await createPeriodicEvaluation(
     config,
     source,

@@ -20,23 +20,20 @@ import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { listenError } from './listen-error.ts';
-import { hashFloats } from '../shared/hash.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
 import { blockKey, blockShards } from '../shared/tree-sum.ts';
 import { closeCodeFor, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type ByeCode, type Net, type HelloMsg, type Message, type ResultMsg, type ShardSpec, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
-import { exportModels } from '../shared/export.ts';
-import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
+import { Trainer, type CheckpointSchedule, type PhaseExecutor, type TrainResult } from '../trainer/loop.ts';
 import { COORDINATOR_FLAGS } from './cli-specs.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
-import { writeSampleImage } from './samples.ts';
 import { REPORT_FILE, writeRunReport } from './run-report.ts';
-import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/periodic.ts';
+import type { PeriodicEvaluation } from '../shared/eval/periodic.ts';
 import { WorkerSession } from './session.ts';
 import { maxQueuedBytesFor, setMessageLimit } from './connection-limits.ts';
 import { BanList, selectVerifiedShards } from './verify.ts';
@@ -76,10 +73,7 @@ export interface ReportConfig {
   sampleEvery: number;
 }
 
-export interface CheckpointConfig extends Omit<CheckpointWriterConfig, 'runDir'> {
-  /** Checkpoint every N iterations (0: only at the end and on shutdown). */
-  every: number;
-}
+export type CheckpointConfig = CheckpointSchedule;
 
 export interface CoordinatorOptions {
   config: GanConfig;
@@ -109,12 +103,7 @@ export const DEFAULT_SCHEDULE: ScheduleConfig = {
   waitingLogMs: 10000,
 };
 
-export interface RunResult {
-  iterations: number;
-  weightsHash: string;
-  seconds: number;
-  stopped: boolean;
-}
+export type RunResult = TrainResult;
 
 /**
  * Largest frame accepted before the handshake completes (a hello or auth is well under 1 KB).
@@ -128,7 +117,7 @@ const REFUSED_LINGER_MS = 1000;
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export class Coordinator {
+export class Coordinator implements PhaseExecutor {
   readonly state: TrainingState;
   readonly replica: GanReplica;
   readonly runId = randomUUID();
@@ -140,7 +129,7 @@ export class Coordinator {
   private phase: PhaseRun<WorkerSession> | null = null;
   private wakePhase: (() => void) | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
-  private stopping = false;
+  private stopRequested = false;
   /** Set by --linger (coordinator/linger.ts) while the finished run's HTTP side stays up. */
   lingerUntil: string | null = null;
   private workersReleased = false;
@@ -154,8 +143,6 @@ export class Coordinator {
   /** -Infinity: the first "no workers" warning goes out at once (performance.now() starts at process start, not 0 s ago). */
   private lastWaitingLogAt = -Infinity;
   private metricsTail: unknown[] = [];
-  /** iteration/dStep of the newest checkpoint written by this process. */
-  private lastCheckpointAt: string | null = null;
   private log: Logger;
   /** Prometheus metrics and the dashboard's history (coordinator/metrics.ts). */
   readonly telemetry: Telemetry;
@@ -304,7 +291,7 @@ export class Coordinator {
       epoch: this.state.epoch,
       phase: key,
       finished: this.state.finished,
-      stopping: this.stopping,
+      stopping: this.stopRequested,
       /** --linger: the run is over and this server stays up until then (ISO time), else null. */
       lingerUntil: this.lingerUntil,
       versions: this.state.versions,
@@ -344,7 +331,7 @@ export class Coordinator {
     // and a malformed frame from any peer (even one we are refusing) emits one.
     let session: WorkerSession | null = null;
     ws.on('error', (err) => this.onSocketError(session, address, err));
-    if (this.stopping) return this.refuse(ws, 'SHUTTING_DOWN');
+    if (this.stopRequested) return this.refuse(ws, 'SHUTTING_DOWN');
     const pending = [...this.sessions.values()].filter((s) => s.state === 'hello' || s.state === 'auth').length;
     if (pending >= this.opts.network.maxPendingHandshakes) {
       this.log.warn({ event: 'warning', code: 'HANDSHAKE_FLOOD', address, pending }, 'too many connections still in their handshake; refusing this one');
@@ -703,7 +690,7 @@ export class Coordinator {
     const tDispatch = performance.now();
     const tick = this.opts.schedule.tickMs;
     while (!run.done) {
-      if (this.stopping) {
+      if (this.stopRequested) {
         this.state.abandon(plan);
         this.phase = null;
         this.log.info({ event: 'phase_abandoned', iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardsIn: plan.shards.length - run.outstanding }, 'stopping: the unfinished phase is dropped and will be recomputed on resume');
@@ -859,38 +846,6 @@ export class Coordinator {
     );
   }
 
-  private writeSample(): void {
-    // The generator users get (--g-ema: the moving average); the coordinator's replica never trains.
-    this.replica.setWeights('G', this.state.generatorWeights);
-    const file = writeSampleImage(this.replica, this.opts.source, join(this.opts.runDir, 'samples'), this.state.iteration);
-    this.log.info({ event: 'sample_written', iteration: this.state.iteration, file }, 'sample written');
-  }
-
-  /** One `eval` event: G's metrics on a few samples (shared/eval/periodic.ts). */
-  private evaluate(): void {
-    this.replica.setWeights('G', this.state.generatorWeights);
-    const fields = runPeriodicEvaluation(this.opts.evaluation!, (z, rows, labels) => this.replica.generate(z, rows, labels), this.state.iteration, this.opts.config.train.seed);
-    // `generator` says which G was measured: with --g-ema, the moving average.
-    this.log.info({ event: 'eval', ...fields, generator: this.opts.config.train.gEma ? 'g-ema' : 'g' }, 'evaluation');
-  }
-
-  /** Writes a checkpoint of the current state (a phase boundary), unless this one exists already. */
-  saveCheckpoint(): string | null {
-    const key = `${this.state.iteration}/${this.state.dStep}`;
-    if (this.lastCheckpointAt === key) return null;
-    const t0 = performance.now();
-    const { every: _every, ...writer } = this.opts.checkpoint;
-    const dir = writeCheckpoint({ ...writer, runDir: this.opts.runDir }, this.state.snapshot(), {
-      config: this.opts.config,
-      runId: this.runId,
-      metricsTail: this.metricsTail,
-    });
-    this.lastCheckpointAt = key;
-    this.log.info({ event: 'checkpoint_saved', iteration: this.state.iteration, dStep: this.state.dStep, dir, ms: Math.round(performance.now() - t0) }, 'checkpoint saved');
-    this.writeReport('training');
-    return dir;
-  }
-
   /** <run-dir>/report.html (coordinator/run-report.ts); a failure is a warning, never the end of the run. */
   private writeReport(state: 'training' | 'finished' | 'stopped', result?: { seconds: number; weightsHash: string }): void {
     const t0 = performance.now();
@@ -904,46 +859,52 @@ export class Coordinator {
     }
   }
 
-  /** Trains until the configured number of iterations or until stop(). */
+  /** Trains until the configured number of iterations or until stop(), on the shared schedule (trainer/loop.ts). */
   async run(): Promise<RunResult> {
-    const started = performance.now();
-    const { sampleEvery } = this.opts.report;
     this.log.info({ event: 'training', iteration: this.state.iteration, iterations: this.opts.config.train.iterations, verifyFraction: this.opts.schedule.verifyFraction || undefined, banned: this.banned.size || undefined }, 'training started');
     this.eta.start(this.state.iteration);
-    while (!this.state.finished && !this.stopping) {
-      const summary = await this.runPhase();
-      if (!summary) break;
-      this.progress.add(summary);
-      if (summary.phase !== 'G') continue;
-      const it = this.state.iteration;
-      this.maybeReportStatus(it % this.opts.report.logEvery === 0);
-      if (sampleEvery > 0 && it % sampleEvery === 0) this.writeSample();
-      if (this.opts.evaluation && it % this.opts.evaluation.every === 0) this.evaluate();
-      if (this.opts.checkpoint.every > 0 && it % this.opts.checkpoint.every === 0) this.saveCheckpoint();
-    }
-    this.maybeReportStatus(true);
-    this.saveCheckpoint();
-    if (sampleEvery === 0 || this.state.iteration % sampleEvery !== 0) this.writeSample();
-    if (this.opts.evaluation && this.state.iteration % this.opts.evaluation.every !== 0) this.evaluate();
-    const weightsHash = hashFloats(this.state.weights.G, this.state.weights.D);
-    this.replica.setWeights('G', this.state.generatorWeights);
-    this.replica.setWeights('D', this.state.weights.D);
-    const exported = await exportModels(this.replica, join(this.opts.runDir, 'export'), { config: this.opts.config, iteration: this.state.iteration, weightsHash });
-    this.log.info({ event: 'exported', iteration: this.state.iteration, ...exported }, 'G and D exported as TensorFlow.js LayersModels');
-    const result: RunResult = {
-      iterations: this.state.iteration,
-      weightsHash,
-      seconds: Number(((performance.now() - started) / 1000).toFixed(2)),
-      stopped: this.stopping,
-    };
-    this.writeReport(this.stopping ? 'stopped' : 'finished', result);
-    this.log.info({ event: 'run_finished', ...result, runDir: this.opts.runDir }, this.stopping ? 'run stopped' : 'run finished');
+    const { runDir, config, source, log, report, evaluation, checkpoint } = this.opts;
+    const trainer = new Trainer(this, { config, source, runDir, runId: this.runId, log, logEvery: report.logEvery, sampleEvery: report.sampleEvery, evaluation, checkpoint });
+    const result = await trainer.run();
+    this.writeReport(result.stopped ? 'stopped' : 'finished', result);
+    this.log.info({ event: 'run_finished', ...result, runDir }, result.stopped ? 'run stopped' : 'run finished');
     return result;
+  }
+
+  // ---------------------------------------------------------------- PhaseExecutor (trainer/loop.ts)
+
+  get stopping(): boolean {
+    return this.stopRequested;
+  }
+
+  async executePhase(): Promise<PhaseSummary | null> {
+    const summary = await this.runPhase();
+    if (summary) this.progress.add(summary);
+    return summary;
+  }
+
+  reportProgress(due: boolean): void {
+    this.maybeReportStatus(due);
+  }
+
+  recentProgress(): unknown[] {
+    return this.metricsTail;
+  }
+
+  outputReplica(withD: boolean): GanReplica {
+    // The generator users get (--g-ema: the moving average); the coordinator's replica never trains.
+    this.replica.setWeights('G', this.state.generatorWeights);
+    if (withD) this.replica.setWeights('D', this.state.weights.D);
+    return this.replica;
+  }
+
+  checkpointed(): void {
+    this.writeReport('training');
   }
 
   /** Ends the run loop at the next phase boundary (the current phase is abandoned). */
   requestStop(): void {
-    this.stopping = true;
+    this.stopRequested = true;
     this.wakePhase?.();
   }
 
@@ -955,7 +916,7 @@ export class Coordinator {
   async releaseWorkers(byeCode: ByeCode = 'RUN_FINISHED', reason = 'the run is finished'): Promise<void> {
     if (this.workersReleased) return;
     this.workersReleased = true;
-    this.stopping = true;
+    this.stopRequested = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     for (const s of this.sessions.values()) s.close(byeCode, reason);
     // A hung or partitioned worker would hold its close handshake for ws's 30 s close timeout.

@@ -1,64 +1,76 @@
 /**
- * gan-train: the single-process trainer, for a reference run or a machine without workers.
+ * gan-train: the single-process trainer, for a reference run or a machine without workers. The
+ * schedule (progress, samples, --eval-every, checkpoints, export) is trainer/loop.ts's, the same
+ * as the coordinator's; so are checkpoints and resume (--checkpoint-every, --resume).
  */
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { ganOptionsFrom, numberFlag, parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
-import { exportModels } from '../shared/export.ts';
-import { createLogger } from '../shared/log.ts';
+import { createPeriodicEvaluation } from '../shared/eval/periodic.ts';
+import { createLogger, openLogFile } from '../shared/log.ts';
+import { LocalExecutor } from '../trainer/local-executor.ts';
+import { Trainer } from '../trainer/loop.ts';
+import { startOrResume } from '../trainer/resume.ts';
 import { LocalTrainer } from './local-trainer.ts';
-import { ProgressTracker, roundRecord } from './progress.ts';
-import { writeSampleImage } from './samples.ts';
 import { TRAIN_CLI, TRAIN_FLAGS } from './cli-specs.ts';
 
 runMain(async () => {
   const v = parseCli(TRAIN_CLI, process.argv.slice(2));
   if (printInfo(TRAIN_CLI, v)) return 0;
   const runDir = resolve(String(v['run-dir'] ?? 'runs/local'));
-  const sampleEvery = numberFlag(v, TRAIN_FLAGS, 'sample-every');
-  const logEvery = Math.max(1, numberFlag(v, TRAIN_FLAGS, 'log-every'));
+  const flag = (name: string) => numberFlag(v, TRAIN_FLAGS, name);
   const backend = await initBackend((v.backend as 'auto') ?? 'auto');
   const opts = ganOptionsFrom(v);
-  const source = loadDataSource(opts.dataset ?? 'mnist');
-  const config = resolveConfig(opts, source);
-  // Only now that the config is good: a config error leaves no run directory behind.
-  const log = createLogger({ name: 'train', file: join(runDir, 'log.jsonl') });
+  // Nothing is written until the config is good: a config error leaves no run directory behind.
+  const log = createLogger({ name: 'train', file: join(runDir, 'log.jsonl'), deferFile: true });
+  const { config, source, snapshot, resumedFrom } = startOrResume(v, opts, runDir, log);
+  const evaluation = await createPeriodicEvaluation(config, source, flag('eval-every'), flag('eval-samples'));
   mkdirSync(runDir, { recursive: true });
   writeFileSync(join(runDir, 'config.json'), JSON.stringify(config, null, 2));
+  openLogFile(log);
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
 
-  const trainer = new LocalTrainer(config, source);
-  const progress = new ProgressTracker(config.train.batchSize);
-  const started = performance.now();
-  const samplesDir = join(runDir, 'samples');
-  const sample = () => {
-    trainer.syncReplica();
-    const file = writeSampleImage(trainer.replica, source, samplesDir, trainer.state.iteration);
-    log.info({ event: 'sample_written', iteration: trainer.state.iteration, file }, 'sample written');
-  };
-  while (!trainer.state.finished) {
-    const summary = trainer.runPhase();
-    progress.add(summary);
-    if (summary.phase !== 'G') continue;
-    const it = trainer.state.iteration;
-    if (it % logEvery === 0 || trainer.state.finished) {
-      log.info({ event: 'progress', ...roundRecord(progress.flush()), iterations: config.train.iterations }, 'progress');
-    }
-    if (sampleEvery > 0 && it % sampleEvery === 0) sample();
+  const local = new LocalTrainer(config, source, snapshot);
+  if (resumedFrom) {
+    const { state } = local;
+    log.info({ event: 'resumed', from: resumedFrom.dir, iteration: state.iteration, dStep: state.dStep, changes: resumedFrom.changes, skipped: resumedFrom.skipped.map((s) => s.dir) }, `resumed at iteration ${state.iteration}`);
   }
-  if (sampleEvery === 0 || trainer.state.iteration % sampleEvery !== 0) sample();
-  trainer.syncReplica();
-  const exported = await exportModels(trainer.replica, join(runDir, 'export'), { config, iteration: trainer.state.iteration, weightsHash: trainer.weightsHash() });
-  log.info({ event: 'exported', iteration: trainer.state.iteration, ...exported }, 'G and D exported as TensorFlow.js LayersModels');
-  const seconds = (performance.now() - started) / 1000;
-  log.info({ event: 'run_finished', iterations: trainer.state.iteration, seconds: Number(seconds.toFixed(2)), weightsHash: trainer.weightsHash(), runDir }, 'run finished');
-  trainer.dispose();
+  const executor = new LocalExecutor(local, log);
+  const checkpointing = v['checkpoint-every'] !== undefined;
+  const trainer = new Trainer(executor, {
+    config,
+    source,
+    runDir,
+    runId: randomUUID(),
+    log,
+    logEvery: Math.max(1, flag('log-every')),
+    sampleEvery: flag('sample-every'),
+    evaluation,
+    checkpoint: checkpointing ? { every: flag('checkpoint-every'), keep: Math.max(1, flag('keep-checkpoints')) } : null,
+  });
+  if (checkpointing) {
+    // As on the coordinator: the first signal stops at the next phase boundary and checkpoints.
+    let signals = 0;
+    const onSignal = (signal: string) => {
+      if (++signals > 1) process.exit(130);
+      log.info({ event: 'stopping', signal }, 'stopping at the next phase boundary (signal again to force)');
+      executor.requestStop();
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+  }
+  const result = await trainer.run();
+  log.info(
+    { event: 'run_finished', iterations: result.iterations, seconds: result.seconds, weightsHash: result.weightsHash, ...(result.stopped ? { stopped: true } : {}), runDir },
+    result.stopped ? 'run stopped' : 'run finished',
+  );
+  evaluation?.evaluator.dispose();
+  local.dispose();
   return 0;
 });
