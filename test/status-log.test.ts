@@ -202,8 +202,8 @@ describe('docs/status-log.md vs the source', () => {
     ] as const) {
       for (const m of src.matchAll(/event: 'warning', code: '([A-Z_]+)'/g)) emitted.push({ code: m[1], emitter });
     }
-    // Rejections: this.reject(session, closeCode, 'CODE', ...) and every decode failure code.
-    for (const m of coordinator.matchAll(/this\.reject\([^,]+,[^,]+, '([A-Z_]+)'/g)) emitted.push({ code: m[1], emitter: 'coordinator' });
+    // Rejections: reject(session, 'CODE', ...) and every decode failure code.
+    for (const m of coordinator.matchAll(/reject\([^,]+, '([A-Z_]+)'/g)) emitted.push({ code: m[1], emitter: 'coordinator' });
     // Codes chosen at run time: the outcomes of `const code = cond ? 'A' : 'B';` before a warning.
     for (const [emitter, src] of [
       ['coordinator', coordinator],
@@ -215,7 +215,7 @@ describe('docs/status-log.md vs the source', () => {
     expect(emitted.length).toBeGreaterThan(20);
     const documented = new Set(DOC.codes.map((c) => `${c.emitter}:${c.code}`));
     for (const e of emitted) expect(documented.has(`${e.emitter}:${e.code}`), `${e.emitter} warning ${e.code} is not in docs/status-log.md`).toBe(true);
-    const source = [coordinator, worker, ...['codec.ts', 'socket-guard.ts'].map((f) => readFileSync(join(ROOT, 'shared', f), 'utf8'))].join('\n');
+    const source = [coordinator, worker, ...['codec.ts', 'protocol.ts', 'schema.ts', 'socket-guard.ts'].map((f) => readFileSync(join(ROOT, 'shared', f), 'utf8'))].join('\n');
     for (const c of DOC.codes) expect(source.includes(`'${c.code}'`), `documented code ${c.code} appears nowhere in the source`).toBe(true);
   });
 });
