@@ -28,6 +28,23 @@ export interface HttpContext {
   /** <run-dir>/report.html (served as /report.html once it exists) */
   reportFile?: string;
   log: Logger;
+  /** More GET/HEAD routes (after the built-in ones above). */
+  routes?: Route[];
+}
+
+/** Writes a response with the server's common headers (no-store, nosniff; HEAD gets no body). */
+export interface Reply {
+  send(status: number, type: string, body: string | Buffer, headers?: Record<string, string>): void;
+  notFound(): void;
+}
+
+/**
+ * One HTTP route: an exact path (or several), or a matcher for a family of paths. Adding a page
+ * to the coordinator is one entry in HttpContext.routes.
+ */
+export interface Route {
+  path: string | string[] | ((path: string) => boolean);
+  handle(req: IncomingMessage, res: ServerResponse, url: URL, reply: Reply): void | Promise<void>;
 }
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -85,6 +102,45 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
     send(req, res, 200, 'image/png', body, { 'x-sample-iteration': String(Number(name.slice(0, 7))) });
   };
 
+  const builtIn: Route[] = [
+    { path: ['/', '/index.html'], handle: (req, res) => send(req, res, 200, 'text/html; charset=utf-8', page(), { 'content-security-policy': DASHBOARD_CSP }) },
+    { path: '/status', handle: (req, res) => json(req, res, statusJson(ctx)) },
+    {
+      path: '/history',
+      handle: (req, res, url) => {
+        const since = Number(url.searchParams.get('since') ?? -1);
+        json(req, res, ctx.telemetry.history(Number.isFinite(since) ? since : -1));
+      },
+    },
+    {
+      path: '/metrics',
+      handle: async (req, res) => {
+        const text = await ctx.telemetry.registry.metrics();
+        send(req, res, 200, ctx.telemetry.registry.contentType, text);
+      },
+    },
+    {
+      path: '/report.html',
+      handle: async (req, res) => {
+        if (!ctx.reportFile) return notFound(req, res);
+        let body: Buffer;
+        try {
+          body = await readFile(ctx.reportFile);
+        } catch {
+          return notFound(req, res);
+        }
+        send(req, res, 200, 'text/html; charset=utf-8', body, { 'content-security-policy': REPORT_CSP });
+      },
+    },
+    { path: '/samples/latest.png', handle: (req, res) => serveSample(req, res, latestSampleFile()) },
+    { path: (p) => p.startsWith('/samples/'), handle: (req, res, url) => serveSample(req, res, url.pathname.slice('/samples/'.length)) },
+  ];
+  // Exact paths first, in table order, then prefix matchers, so an added route cannot shadow a built-in page.
+  const routes = [...builtIn, ...(ctx.routes ?? [])];
+  const matches = (r: Route, path: string) => (typeof r.path === 'function' ? r.path(path) : Array.isArray(r.path) ? r.path.includes(path) : r.path === path);
+  const exact = routes.filter((r) => typeof r.path !== 'function');
+  const prefixed = routes.filter((r) => typeof r.path === 'function');
+
   const route = async (req: IncomingMessage, res: ServerResponse) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(req, res, 405, 'text/plain; charset=utf-8', 'read-only: GET or HEAD\n', { allow: 'GET, HEAD' });
@@ -96,31 +152,9 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
       return send(req, res, 400, 'text/plain; charset=utf-8', 'bad request target\n');
     }
     const path = url.pathname;
-    if (path === '/' || path === '/index.html') {
-      return send(req, res, 200, 'text/html; charset=utf-8', page(), { 'content-security-policy': DASHBOARD_CSP });
-    }
-    if (path === '/status') return json(req, res, statusJson(ctx));
-    if (path === '/history') {
-      const since = Number(url.searchParams.get('since') ?? -1);
-      return json(req, res, ctx.telemetry.history(Number.isFinite(since) ? since : -1));
-    }
-    if (path === '/metrics') {
-      const text = await ctx.telemetry.registry.metrics();
-      return send(req, res, 200, ctx.telemetry.registry.contentType, text);
-    }
-    if (path === '/report.html') {
-      if (!ctx.reportFile) return notFound(req, res);
-      let body: Buffer;
-      try {
-        body = await readFile(ctx.reportFile);
-      } catch {
-        return notFound(req, res);
-      }
-      return send(req, res, 200, 'text/html; charset=utf-8', body, { 'content-security-policy': REPORT_CSP });
-    }
-    if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
-    if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
-    return notFound(req, res);
+    const r = exact.find((x) => matches(x, path)) ?? prefixed.find((x) => matches(x, path));
+    if (!r) return notFound(req, res);
+    return r.handle(req, res, url, { send: (status, type, body, headers) => send(req, res, status, type, body, headers), notFound: () => notFound(req, res) });
   };
 
   return (req, res) => {

@@ -6,9 +6,45 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
-import { closeCodeFor, type ByeCode, type Outgoing, type Message, type Net, type Phase } from '../shared/protocol.ts';
+import { verifyHmac, newNonce } from '../shared/auth.ts';
+import { clip, type Logger } from '../shared/log.ts';
+import { closeCodeFor, WIRE_FORMATS, type ByeCode, type HelloMsg, type Outgoing, type Message, type Net, type Phase, type ResultMsg, type WireFormat } from '../shared/protocol.ts';
 import type { Assignee } from './phase-run.ts';
 import type { ByteCounters } from './progress.ts';
+
+/**
+ * What a session's state machine needs from the coordinator: the token and wire format it checks
+ * the handshake against, and where a rejection, an admission and a result go.
+ */
+export interface SessionContext {
+  token: string | null;
+  wire: WireFormat;
+  log: Logger;
+  reject(session: WorkerSession, code: ByeCode, reason: string): void;
+  /** The handshake passed: the coordinator may still refuse (a ban) or admit it with a welcome. */
+  admit(session: WorkerSession): void;
+  result(session: WorkerSession, msg: ResultMsg, recvMs: number): void;
+}
+
+/**
+ * Every intervalMs: a ready worker that answered neither the previous ping nor with a result
+ * since is expired; the others get a fresh ping. Pongs count only when they echo our payload.
+ */
+export class Heartbeat {
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(intervalMs: number, sessions: () => Iterable<WorkerSession>, expired: (session: WorkerSession) => void) {
+    this.timer = setInterval(() => {
+      for (const s of sessions()) {
+        if (s.state === 'ready' && !s.pingOrExpire()) expired(s);
+      }
+    }, intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
 
 /** Receives the time spent encoding frames and handing them to the socket (ms). */
 export interface SessionClock {
@@ -160,6 +196,63 @@ export class WorkerSession implements Assignee {
     this.msPerShard = Math.max(this.msPerShard, ageMs);
     this.late = true;
     if (first) this.shardsOverdue++;
+  }
+
+  /**
+   * The connection's state machine: hello -> (challenge, auth ->) admission -> ready, then
+   * results until a bye or a close. A message out of turn is rejected with a stable code.
+   */
+  receive(msg: Message, recvMs: number, ctx: SessionContext): void {
+    switch (msg.type) {
+      case 'hello':
+        if (this.state !== 'hello') return ctx.reject(this, 'UNEXPECTED_HELLO', 'hello sent twice');
+        return this.onHello(msg, ctx);
+      case 'auth': {
+        if (this.state !== 'auth' || !this.nonce || !ctx.token) return ctx.reject(this, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
+        const ok = verifyHmac(ctx.token, this.nonce, msg.hmac);
+        this.nonce = null; // one answer per nonce: a replayed or second auth fails
+        if (!ok) return ctx.reject(this, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
+        return ctx.admit(this);
+      }
+      case 'result':
+        if (this.state !== 'ready') return ctx.reject(this, 'NOT_AUTHENTICATED', 'result before the handshake completed');
+        return ctx.result(this, msg, recvMs);
+      case 'bye':
+        ctx.log.info({ event: 'worker_bye', worker: this.label, code: clip(msg.code), reason: clip(msg.reason) }, 'worker says goodbye');
+        this.state = 'closed';
+        this.ws.close(closeCodeFor('BYE'), 'BYE');
+        return;
+      default:
+        return ctx.reject(this, 'UNEXPECTED_MESSAGE', `workers do not send '${msg.type}' messages`);
+    }
+  }
+
+  private onHello(msg: HelloMsg, ctx: SessionContext): void {
+    this.workerId = msg.workerId;
+    this.backend = msg.backend;
+    this.host = msg.host;
+    this.capabilities = msg.capabilities.wire;
+    if (ctx.wire !== 'fp32' && !msg.capabilities.wire.includes(ctx.wire)) {
+      return ctx.reject(
+        this,
+        'WIRE_UNSUPPORTED',
+        `this run sends weights and gradients as --wire ${ctx.wire}, and worker ${msg.workerId} only speaks ${msg.capabilities.wire.filter((w) => (WIRE_FORMATS as readonly string[]).includes(w)).join(', ') || 'no wire format this coordinator knows'}: upgrade the worker, or start a run with --wire fp32`,
+      );
+    }
+    if (ctx.token) {
+      this.state = 'auth';
+      this.nonce = newNonce();
+      this.send({ type: 'challenge', nonce: this.nonce });
+    } else {
+      ctx.admit(this);
+    }
+  }
+
+  /** Admitted: it now receives weights and tasks, with these optional features turned on. */
+  enterReady(features: string[]): void {
+    this.state = 'ready';
+    this.admitted = true;
+    this.features = features;
   }
 
   /** Says why, then closes with the bye code's close code (the worker prints the reason). */

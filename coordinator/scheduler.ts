@@ -1,0 +1,310 @@
+/**
+ * The coordinator's scheduling: one phase at a time, its micro-shards handed to the ready workers
+ * in aligned blocks (coordinator/phase-run.ts), orphaned shards reassigned, overdue ones
+ * duplicated, a seeded fraction verified on a second worker (coordinator/verify.ts); results
+ * checked against what that worker was asked to compute, the phase's block sums applied to the
+ * TrainingState once complete, and the changed net broadcast.
+ */
+import { encode } from '../shared/codec.ts';
+import { sampleDim, type GanConfig } from '../shared/config.ts';
+import type { DataSource } from '../shared/data/types.ts';
+import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
+import type { Logger } from '../shared/log.ts';
+import type { Net, ResultMsg, ShardSpec, WireFormat } from '../shared/protocol.ts';
+import type { NetLayout } from '../shared/models.ts';
+import { blockKey, blockShards } from '../shared/tree-sum.ts';
+import type { PhaseSummary, TrainingState } from '../shared/training-state.ts';
+import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
+import type { RunProgress } from './run-progress.ts';
+import type { WorkerServer } from './server.ts';
+import type { WorkerSession } from './session.ts';
+import { selectVerifiedShards, type BanList } from './verify.ts';
+
+export interface ScheduleConfig {
+  straggler: StragglerPolicy;
+  /** How often the phase loop re-checks for idle workers, orphaned and overdue shards (ms). */
+  tickMs: number;
+  /** With no workers, repeat the "waiting for workers" line this often (ms). */
+  waitingLogMs: number;
+  /** Fraction of shards recomputed on a second worker and compared bit for bit (0: none; coordinator/verify.ts). */
+  verifyFraction?: number;
+}
+
+export interface SchedulerDeps {
+  config: GanConfig;
+  source: DataSource;
+  state: TrainingState;
+  layout: Record<Net, NetLayout>;
+  schedule: ScheduleConfig;
+  wire: WireFormat;
+  log: Logger;
+  server: WorkerServer;
+  progress: RunProgress;
+  banned: BanList;
+  /** A stop was requested: the current phase is abandoned. */
+  stopping(): boolean;
+  /** Called on every tick of a phase (the coordinator's --status-interval lines). */
+  tick(): void;
+}
+
+export class Scheduler {
+  private phase: PhaseRun<WorkerSession> | null = null;
+  private wakePhase: (() => void) | null = null;
+  private nextTaskId = 1;
+  /** -Infinity: the first "no workers" warning goes out at once (performance.now() starts at process start, not 0 s ago). */
+  private lastWaitingLogAt = -Infinity;
+  private lastVerifyWaitLogAt = -Infinity;
+  /** `${workers}/${shards}` of the last WORKERS_IDLE warning ('' while every worker has work). */
+  private idleWarnedFor = '';
+
+  constructor(private readonly d: SchedulerDeps) {}
+
+  private get readyWorkers(): WorkerSession[] {
+    return this.d.server.readyWorkers;
+  }
+
+  /** Re-runs the phase loop now (a worker joined or left, a result came in). */
+  wake(): void {
+    this.wakePhase?.();
+  }
+
+  /** Shards of the current phase this worker still owes. */
+  shardsHeld(session: WorkerSession): number {
+    return this.phase?.owes(session) ?? 0;
+  }
+
+  /** The training set's one-byte row codes (computed once, shared/data/row-codes.ts), or null: not 8-bit, or a mixture. */
+  rowCodes(): RowCodes | null {
+    const { source } = this.d;
+    return source.kind === 'finite' ? rowCodesOf(source.train) : null;
+  }
+
+  /** Plans the next phase, runs it to completion on the workers and applies it; null when a stop abandoned it. */
+  async runPhase(): Promise<PhaseSummary | null> {
+    const { state, schedule, log, progress } = this.d;
+    const t0 = performance.now();
+    const plan = state.planNext();
+    const verified = selectVerifiedShards(this.d.config.train.seed, plan, plan.shards.length, schedule.verifyFraction ?? 0);
+    const run = new PhaseRun<WorkerSession>(plan, schedule.straggler, verified);
+    this.phase = run;
+    this.warnIfWorkersIdle(plan.shards.length);
+    progress.beginPhase();
+    const tDispatch = performance.now();
+    while (!run.done) {
+      if (this.d.stopping()) {
+        state.abandon(plan);
+        this.phase = null;
+        log.info({ event: 'phase_abandoned', iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardsIn: plan.shards.length - run.outstanding }, 'stopping: the unfinished phase is dropped and will be recomputed on resume');
+        return null;
+      }
+      if (this.readyWorkers.length === 0) {
+        const now = performance.now();
+        if (now - this.lastWaitingLogAt >= schedule.waitingLogMs) {
+          this.lastWaitingLogAt = now;
+          log.warn({ event: 'warning', code: 'NO_WORKERS', iteration: plan.iteration, phase: plan.phase }, 'no workers connected; waiting for workers to join');
+        }
+      } else {
+        this.lastWaitingLogAt = -Infinity;
+      }
+      this.dispatch();
+      this.warnIfVerificationStuck(run);
+      this.d.tick();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, schedule.tickMs);
+        this.wakePhase = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakePhase = null;
+    }
+    const tResults = performance.now();
+    const summary = state.applyBlocks(plan, run.blocks());
+    this.phase = null;
+    const before = progress.ownMs();
+    this.broadcastWeights(plan.phase);
+    const broadcast = progress.ownMs();
+    progress.endPhase(plan.phase, { t0, tDispatch, tResults, tEnd: performance.now(), broadcast }, before);
+    return summary;
+  }
+
+  /** Hands out unassigned shards and duplicates overdue ones. */
+  private dispatch(): void {
+    const run = this.phase;
+    if (!run || run.done) return;
+    for (const late of run.overdue()) late.worker.noteOverdue(late.ageMs, late.first);
+    const ready = this.readyWorkers;
+    const idle = ready.filter((w) => run.owes(w) === 0);
+    this.sendTasks(run.assignUnassigned(idle.length > 0 ? idle : ready));
+    this.sendTasks(run.assignVerification(ready));
+    this.sendTasks(run.duplicateOverdue(ready.filter((w) => run.owes(w) === 0)));
+  }
+
+  private sendTasks(assignments: Assignment<WorkerSession>[]): void {
+    const run = this.phase!;
+    const { plan } = run;
+    const { versions } = this.d.state;
+    for (const a of assignments) {
+      const taskId = this.nextTaskId++;
+      const codes = a.worker.features.includes('rows-u8') ? this.rowCodes() : null;
+      const shards: ShardSpec[] = a.shardIds.map((id) => {
+        const s = plan.shards[id];
+        const spec: ShardSpec = { shardId: s.shardId, seed: s.seed, rows: s.rows };
+        // A byte per value instead of a float where the worker and the data set allow it.
+        if (s.realRows && codes) spec.realCodes = codesOfRows(codes, sampleDim(this.d.config.model), s.realRows);
+        else if (s.real) spec.real = s.real;
+        if (s.realLabels) spec.realLabels = s.realLabels;
+        return spec;
+      });
+      const blocks = run.blocksOf(a);
+      a.worker.rememberTask(taskId, { iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardIds: new Set(a.shardIds), blocks: new Set(blocks.map((b) => blockKey(b.first, b.count))) });
+      a.worker.send({ type: 'task', taskId, iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, gVersion: versions.G, dVersion: versions.D, shards, shardCount: plan.shards.length, blocks });
+      if (a.duplicate) {
+        this.d.log.info({ event: 'shard_duplicated', to: a.worker.workerId, shards: a.shardIds, iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep }, 'straggler: shard duplicated to an idle worker');
+      }
+    }
+  }
+
+  /** A result from a ready worker: checked against its task, then counted toward the phase (or dropped as late). */
+  onResult(session: WorkerSession, msg: ResultMsg, recvMs = 0): void {
+    const { server, progress, log } = this.d;
+    const task = session.task(msg.taskId);
+    const block = { first: msg.firstShard, count: msg.count };
+    const key = blockKey(block.first, block.count);
+    if (!task || !task.blocks.has(key) || task.iteration !== msg.iteration || task.phase !== msg.phase || task.dStep !== msg.dStep) {
+      return server.reject(session, 'RESULT_NOT_ASSIGNED', `result for shard block [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) of task ${msg.taskId} (iteration ${msg.iteration} ${msg.phase}) that was never handed to this worker`);
+    }
+    // Checked for late results too, so a wrong length is refused whatever the timing.
+    const expected = this.d.layout[msg.phase as Net].total;
+    if (msg.gradient.length !== expected) {
+      return server.reject(session, 'GRADIENT_SIZE', `gradient for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
+    }
+    session.proveAlive();
+    const shardsIn = blockShards(block, this.d.config.train.shards).length;
+    const run = this.phase;
+    const current = run && run.plan.iteration === msg.iteration && run.plan.phase === msg.phase && run.plan.dStep === msg.dStep;
+    if (!current) {
+      // Still a timing sample: a straggler whose results always arrive after its shards were
+      // duplicated must not keep its optimistic initial estimate (and its share of every phase).
+      session.recordCompute(msg.computeMs, shardsIn);
+      progress.noteCompute(session.sessionId, msg.computeMs, false);
+      log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, 'late result for a finished phase dropped');
+      return;
+    }
+    session.recordCompute(msg.computeMs, shardsIn);
+    progress.noteCompute(session.sessionId, msg.computeMs, true);
+    progress.noteResult(session.sessionId, recvMs, msg.timing);
+    const verdict = run.accept(session, block, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake });
+    if (verdict === 'disputed' || verdict === 'wrong') {
+      const { iteration, phase, dStep } = run.plan;
+      log.warn(
+        { event: 'warning', code: 'VERIFY_MISMATCH', workers: verdict === 'wrong' ? [session.workerId] : run.opinionGivers(msg.firstShard), shardId: msg.firstShard, iteration, phase, dStep, settled: verdict === 'wrong' },
+        verdict === 'wrong' ? `worker ${session.workerId} returned a result that differs from the verified one` : `two workers disagree on shard ${msg.firstShard}; another worker decides`,
+      );
+    }
+    for (const convicted of run.takeConvicted()) this.ban(convicted, msg.firstShard);
+    // Whatever the verdict, the worker may be idle now (or the phase done).
+    this.wake();
+  }
+
+  /**
+   * A worker returned a result that differs from one two other workers agree on: it is closed
+   * with WS_CLOSE.banned, may not rejoin this run (its workerId is kept in banned.json), and all
+   * it contributed to the current phase is recomputed.
+   */
+  private ban(session: WorkerSession, shardId: number): void {
+    const { banned, log, server, state } = this.d;
+    const run = this.phase;
+    const recomputed = run ? run.discard(session) : [];
+    const { iteration, phase, dStep } = run?.plan ?? { iteration: state.iteration, phase: undefined, dStep: undefined };
+    const reason = `its result for shard ${shardId} of iteration ${iteration}${phase ? ` ${phase}` : ''} differs from the one other workers agree on`;
+    if (!banned.has(session.workerId)) banned.add({ workerId: session.workerId, reason, iteration, at: new Date().toISOString() });
+    log.warn(
+      { event: 'worker_banned', code: 'WRONG_RESULT', worker: session.workerId, sessionId: session.sessionId, address: session.address, backend: session.backend, shardId, iteration, phase, dStep, recomputed, banned: banned.size },
+      `worker ${session.workerId} banned: ${reason}`,
+    );
+    for (const s of [...server.sessions.values()]) {
+      if (s.workerId === session.workerId && s.state !== 'closed') server.reject(s, 'BANNED', `banned from this run: ${reason}`);
+    }
+  }
+
+  /** Once per admitted session: its unfinished shards go back to the pool, and it is logged. */
+  depart(session: WorkerSession, code: number, reason: string): void {
+    if (!session.admitted || session.departed) return;
+    session.departed = true;
+    const { log } = this.d;
+    const orphaned = this.phase ? this.phase.release(session) : [];
+    log.info(
+      { event: 'worker_left', worker: session.workerId, sessionId: session.sessionId, address: session.address, backend: session.backend, code, reason: reason || undefined, shardsDone: session.shardsDone, workers: this.readyWorkers.length },
+      `worker ${session.workerId} left`,
+    );
+    if (orphaned.length > 0 && this.phase) {
+      const { iteration, phase, dStep } = this.phase.plan;
+      log.info({ event: 'shard_reassigned', from: session.workerId, shards: orphaned, iteration, phase, dStep }, `${orphaned.length} unfinished shard(s) go back to the pool`);
+    }
+    this.wake();
+  }
+
+  /**
+   * Verified shards wait for a second (or tie-breaking) worker rather than count unverified; when
+   * no connected worker may check them, say so at once and then every waitingLogMs.
+   */
+  private warnIfVerificationStuck(run: PhaseRun<WorkerSession>): void {
+    if (run.verified.size === 0 || run.done || this.readyWorkers.length === 0) return;
+    const waiting = run.awaitingOpinion();
+    if (waiting.shards.length === 0) {
+      this.lastVerifyWaitLogAt = -Infinity;
+      return;
+    }
+    const now = performance.now();
+    if (now - this.lastVerifyWaitLogAt < this.d.schedule.waitingLogMs) return;
+    this.lastVerifyWaitLogAt = now;
+    const { iteration, phase, dStep } = run.plan;
+    const code = waiting.disputed ? 'VERIFY_NEEDS_ANOTHER_WORKER' : 'VERIFY_NEEDS_TWO_WORKERS';
+    const on = waiting.backend ? ` on backend ${waiting.backend}` : '';
+    this.d.log.warn(
+      { event: 'warning', code, iteration, phase, dStep, shards: waiting.shards, backend: waiting.backend ?? undefined, workers: this.readyWorkers.length },
+      waiting.disputed
+        ? `workers disagree on shard(s) ${waiting.shards.join(',')} and no other worker${on} is connected to decide; waiting for one to join`
+        : `--verify-fraction needs results from two different workers${on}; waiting for another worker to join (nothing unverified is applied)`,
+    );
+  }
+
+  /**
+   * More workers than shards: the rest idle every phase. Said once per (workers, shards) pair,
+   * with the --shards that would use them all (a divisor of the batch, so it is valid).
+   */
+  private warnIfWorkersIdle(shards: number): void {
+    const workers = this.readyWorkers.filter((w) => !w.late).length;
+    const key = workers > shards ? `${workers}/${shards}` : '';
+    if (key === this.idleWarnedFor) return;
+    this.idleWarnedFor = key;
+    if (!key) return;
+    const { batchSize } = this.d.config.train;
+    let suggest = workers;
+    while (suggest < batchSize && batchSize % suggest !== 0) suggest++;
+    this.d.log.warn(
+      { event: 'warning', code: 'WORKERS_IDLE', workers, shardsPerPhase: shards, idle: workers - shards, suggestShards: suggest },
+      `${workers} workers share ${shards} shard(s) per phase, so ${workers - shards} idle in every phase; a run with --shards ${suggest} (a divisor of --batch-size ${batchSize}) would use them all`,
+    );
+  }
+
+  /** After an update, every worker gets the net that changed (and only that one). */
+  private broadcastWeights(net: Net): void {
+    const { state, progress } = this.d;
+    const version = state.versions[net];
+    const weights = state.weights[net];
+    let frame: Uint8Array | null = null;
+    for (const s of this.readyWorkers) {
+      if (s.known[net] === version) continue;
+      // One encoding of a multi-megabyte net serves every worker.
+      if (!frame) {
+        const t0 = performance.now();
+        frame = encode({ type: 'weights', net, version, weights }, { wire: this.d.wire });
+        progress.addCodec(performance.now() - t0);
+      }
+      s.sendFrame(frame);
+      s.known[net] = version;
+    }
+  }
+}
