@@ -18,6 +18,9 @@
  * third, and so on until two agree. Every worker whose result differs from the agreed one is
  * "convicted" (takeConvicted()); the coordinator bans it and discard() drops everything it
  * contributed to this phase, so the phase never completes with a suspect gradient.
+ *
+ * Over 400 lines because one invariant (a shard is final with the first valid block covering it)
+ * ties assignment, duplication, loss and verification together; they are kept in one class.
  */
 import type { ShardResult } from '../shared/replica.ts';
 import type { BlockResults, PhasePlan } from '../shared/training-state.ts';

@@ -3,6 +3,9 @@
  * the shards it is handed into gradients with the shared step functions. It holds no data set
  * and no training state of its own, so it can be killed and restarted at any time; when the
  * coordinator goes away it reconnects with backoff and carries on.
+ *
+ * Over 400 lines because the connection loop (handshake, welcome, tasks, bye, reconnect) and the
+ * compute queue it feeds share one connection's state; the protocol itself is shared/protocol.ts.
  */
 import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
