@@ -22,7 +22,7 @@ import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
-import { PROTOCOL_FEATURES, type ByeCode, type Message, type WireFormat } from '../shared/protocol.ts';
+import { PROTOCOL_FEATURES, type ByeCode, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
 import type { PeriodicEvaluation } from '../shared/eval/periodic.ts';
@@ -158,7 +158,8 @@ export class Coordinator implements PhaseExecutor {
       clock: this.progress,
       events: {
         refusing: () => this.stopRequested,
-        message: (session, msg, recvMs) => this.onMessage(session, msg, recvMs),
+        // A frame goes from the server straight into its session's state machine.
+        message: (session, msg, recvMs) => session.receive(msg, recvMs, this.sessionContext),
         departed: (session, code, reason) => this.scheduler.depart(session, code, reason),
         closed: (session) => this.onClosed(session),
       },
@@ -256,10 +257,6 @@ export class Coordinator implements PhaseExecutor {
   }
 
   // ---------------------------------------------------------------- sessions
-
-  private onMessage(session: WorkerSession, msg: Message, recvMs: number): void {
-    session.receive(msg, recvMs, this.sessionContext);
-  }
 
   /** The handshake passed: refuse a banned worker, replace a stale connection of the same id, welcome it. */
   private admit(session: WorkerSession): void {
