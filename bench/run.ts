@@ -29,7 +29,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
-import { GAN_FLAGS, ganOptionsFrom, helpText, parseFlags, type FlagTable, type FlagValues } from '../shared/cli.ts';
+import { helpText, parseFlags, type FlagTable, type FlagValues } from '../shared/cli.ts';
+import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig, type GanConfig } from '../shared/config.ts';
 import { loadDataSource } from '../shared/data/index.ts';

@@ -4,7 +4,8 @@
  * --version from it before loading the CLI itself, so help is printed without the second or more
  * it takes to load tfjs. The CLIs parse their arguments with the same tables.
  */
-import { COMMON_FLAGS, GAN_FLAGS, VERSION_FLAGS, type CliSpec, type FlagTable } from '../shared/cli.ts';
+import { COMMON_FLAGS, VERSION_FLAGS, type CliSpec, type FlagTable } from '../shared/cli.ts';
+import { GAN_FLAGS } from '../trainer/gan-flags.ts';
 
 const NET = 'Network';
 const RUN = 'Run directory and checkpoints';

@@ -5,8 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.ts';
-import { defaultTextOf, GAN_OPTIONS, type GanOptionKey, type GanOptions } from './options.ts';
-import { PRESETS } from './presets.ts';
 
 export interface FlagSpec {
   type: 'string' | 'boolean';
@@ -41,18 +39,6 @@ export interface CliSpec {
 
 /** Help is wrapped to this many columns. */
 export const HELP_COLUMNS = 100;
-
-/** Flags that define the training run (--preset and shared/options.ts GAN_OPTIONS); shared by gan-train and gan-coordinator. */
-export const GAN_FLAGS: FlagTable = {
-  preset: { type: 'string', value: '<name>', group: 'Data and model', help: `measured settings for a data set (${Object.keys(PRESETS).join(' | ')}); flags given beside it win` },
-  ...Object.fromEntries(
-    Object.values(GAN_OPTIONS).map((o): [string, FlagSpec] => {
-      const defaultText = defaultTextOf(o);
-      const spec: FlagSpec = o.kind === 'boolean' ? { type: 'boolean', group: o.group, help: o.help } : { type: 'string', value: o.value, group: o.group, ...(o.kind !== 'string' ? { kind: o.kind } : {}), help: o.help };
-      return [o.flag, defaultText === undefined ? spec : { ...spec, defaultText }];
-    }),
-  ),
-};
 
 export const COMMON_FLAGS: FlagTable = {
   backend: { type: 'string', value: '<name>', group: 'General', help: 'auto | tensorflow | wasm | cpu', defaultText: 'auto' },
@@ -179,30 +165,4 @@ export function answerInfoFlags(spec: CliSpec, argv: string[]): boolean {
     return false;
   }
   return printInfo(spec, v);
-}
-
-/** Maps parsed GAN_FLAGS values to GanOptions. */
-export function ganOptionsFrom(v: FlagValues): GanOptions {
-  const given = explicitGanOptions(v);
-  const name = typeof v.preset === 'string' ? v.preset : undefined;
-  if (name === undefined) return given;
-  if (!Object.hasOwn(PRESETS, name)) {
-    throw new ConfigError('UNKNOWN_PRESET', `--preset must be one of ${Object.keys(PRESETS).join(', ')}; got '${name}'`);
-  }
-  // The preset fills in what the command line left open; an explicit flag always wins.
-  const merged: GanOptions = { ...PRESETS[name] };
-  for (const [key, value] of Object.entries(given) as [keyof GanOptions, unknown][]) {
-    if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
-  }
-  return merged;
-}
-
-/** The training options given explicitly as flags (undefined where a flag was not given). */
-function explicitGanOptions(v: FlagValues): GanOptions {
-  const out: Record<string, unknown> = {};
-  for (const [key, o] of Object.entries(GAN_OPTIONS) as [GanOptionKey, (typeof GAN_OPTIONS)[GanOptionKey]][]) {
-    const raw = v[o.flag];
-    out[key] = o.kind === 'boolean' ? (raw === true ? true : undefined) : typeof raw !== 'string' ? undefined : o.kind === 'string' ? raw : Number(raw);
-  }
-  return out as GanOptions;
 }

@@ -6,7 +6,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LocalTrainer } from '../coordinator/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
-import { GAN_FLAGS, ganOptionsFrom, parseFlags } from '../shared/cli.ts';
+import { parseFlags } from '../shared/cli.ts';
+import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
 import { mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
