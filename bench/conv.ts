@@ -21,7 +21,7 @@ import { cpus, loadavg } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../shared/backend.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
 import { initialWeights } from '../shared/models.ts';
 import { GanReplica } from '../shared/replica.ts';
 import type { Phase } from '../shared/protocol.ts';

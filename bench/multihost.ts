@@ -167,7 +167,7 @@ function coordinatorHasWireFlag(): boolean {
 
 /** Parameter counts from the models themselves (tfjs on the cpu backend, in this process). */
 async function modelSizes(opts: { dataset: string; model: string; batchSize: number; shards: number }): Promise<Sizes> {
-  const { loadDataSource } = await import('../shared/data/index.ts');
+  const { loadDataSource } = await import('../trainer/data/index.ts');
   const { rowCodesOf } = await import('../shared/data/row-codes.ts');
   const { resolveConfig, sampleDim } = await import('../shared/config.ts');
   const { initBackend } = await import('../shared/backend.ts');

@@ -33,7 +33,7 @@ import { helpText, parseFlags, type FlagTable, type FlagValues } from '../shared
 import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig, type GanConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { GanReplica } from '../shared/replica.ts';
 import {

@@ -15,8 +15,8 @@
  * when no sample is high quality), near, seconds }, mean: per wire the means over the seeds,
  * markdown: the table below }.
  *
- * Each run is PRESETS.ring8 (shared/presets.ts) in this process with the single-process trainer
- * (coordinator/local-trainer.ts), which applies exactly the rounding of a distributed fp16 run:
+ * Each run is PRESETS.ring8 (trainer/presets.ts) in this process with the single-process trainer
+ * (trainer/local-trainer.ts), which applies exactly the rounding of a distributed fp16 run:
  * shards computed on fp16-rounded weights, fp16-rounded gradients averaged, float32 master
  * weights and Adam state. Its final G (master weights) is then evaluated as test/learning.test.ts
  * does: 2,500 samples from fixed noise (seed 99), PacGAN's metrics (modes captured with >= 1/5 of
@@ -30,15 +30,15 @@
  * prints the Markdown table (or the JSON) on stdout, progress on stderr.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend, type BackendChoice } from '../shared/backend.ts';
 import { helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource, type MixtureSpec } from '../shared/data/index.ts';
+import { loadDataSource, type MixtureSpec } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { mixtureMetrics } from '../shared/eval/mixture-metrics.ts';
-import { PRESETS } from '../shared/presets.ts';
+import { mixtureMetrics } from '../trainer/eval/mixture-metrics.ts';
+import { PRESETS } from '../trainer/presets.ts';
 import type { WireFormat } from '../shared/protocol.ts';
 import { normalArray } from '../shared/rng.ts';
 

@@ -6,4 +6,4 @@ register();
 // tfjs, a second or more) is loaded.
 const { answerInfoFlags } = await import('../shared/cli.ts');
 const { EVAL_CLI } = await import('../coordinator/cli-specs.ts');
-if (!answerInfoFlags(EVAL_CLI, process.argv.slice(2))) await import('../coordinator/eval-cli.ts');
+if (!answerInfoFlags(EVAL_CLI, process.argv.slice(2))) await import('../trainer/eval-cli.ts');

@@ -6,4 +6,4 @@ register();
 // tfjs, a second or more) is loaded.
 const { answerInfoFlags } = await import('../shared/cli.ts');
 const { SAMPLE_CLI } = await import('../coordinator/cli-specs.ts');
-if (!answerInfoFlags(SAMPLE_CLI, process.argv.slice(2))) await import('../coordinator/sample-cli.ts');
+if (!answerInfoFlags(SAMPLE_CLI, process.argv.slice(2))) await import('../trainer/sample-cli.ts');

@@ -6,4 +6,4 @@ register();
 // tfjs, a second or more) is loaded.
 const { answerInfoFlags } = await import('../shared/cli.ts');
 const { TRAIN_CLI } = await import('../coordinator/cli-specs.ts');
-if (!answerInfoFlags(TRAIN_CLI, process.argv.slice(2))) await import('../coordinator/train-cli.ts');
+if (!answerInfoFlags(TRAIN_CLI, process.argv.slice(2))) await import('../trainer/train-cli.ts');

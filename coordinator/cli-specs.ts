@@ -27,7 +27,7 @@ export const COORDINATOR_FLAGS: FlagTable = {
   'auto-resume': { type: 'boolean', group: RUN, help: 'resume if --run-dir holds checkpoints, else start a new run (for systemd, Docker, Kubernetes restarts)' },
   'sample-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'sample grid every N iterations (0: only at the end)', default: 200 },
   'eval-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: "evaluate G every N iterations and at the end, logged as `eval` events (gan-eval's metrics; 0: off)", default: 0 },
-  // Must equal DEFAULT_PERIODIC_SAMPLES (shared/eval/periodic.ts, which loads tfjs); test/cli-help.test.ts checks it.
+  // Must equal DEFAULT_PERIODIC_SAMPLES (trainer/eval/periodic.ts, which loads tfjs); test/cli-help.test.ts checks it.
   'eval-samples': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'samples per --eval-every evaluation', default: 500 },
   'log-every': { type: 'string', value: '<n>', group: OUT, kind: 'int', help: 'progress line every N iterations', default: 20 },
   'status-interval': { type: 'string', value: '<s>', group: OUT, kind: 'number', help: '...and at least every s seconds while iterations complete', default: 30 },
@@ -149,7 +149,7 @@ export const SAMPLE_CLI: CliSpec = {
   examples: ['gan-sample --export runs/mnist/export --out grid.png', 'gan-sample --export runs/mnist/export --out threes.png --count 64 --seed 7 --label 3'],
 };
 
-// The sample defaults must equal DEFAULT_MIXTURE_SAMPLES / DEFAULT_IMAGE_SAMPLES (shared/eval/evaluate.ts, which loads tfjs); test/cli-help.test.ts checks them.
+// The sample defaults must equal DEFAULT_MIXTURE_SAMPLES / DEFAULT_IMAGE_SAMPLES (trainer/eval/evaluate.ts, which loads tfjs); test/cli-help.test.ts checks them.
 export const EVAL_FLAGS: FlagTable = {
   export: { type: 'string', value: '<dir>', help: 'an export directory (gan.json, generator/) or a run directory holding export/' },
   checkpoint: { type: 'string', value: '<path>', help: 'a run directory (its newest valid checkpoint) or one checkpoint directory' },

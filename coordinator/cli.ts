@@ -13,7 +13,7 @@ import { startOrResume } from '../trainer/resume.ts';
 import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
 import { loadTlsServerFiles } from '../shared/tls.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type RunResult } from './coordinator.ts';
-import { createPeriodicEvaluation } from '../shared/eval/periodic.ts';
+import { createPeriodicEvaluation } from '../trainer/eval/periodic.ts';
 import { COORDINATOR_CLI, COORDINATOR_FLAGS } from './cli-specs.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';

@@ -24,8 +24,8 @@ import { ConfigError } from '../shared/errors.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
 import { PROTOCOL_FEATURES, type ByeCode, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica } from '../shared/replica.ts';
-import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
-import type { PeriodicEvaluation } from '../shared/eval/periodic.ts';
+import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../trainer/training-state.ts';
+import type { PeriodicEvaluation } from '../trainer/eval/periodic.ts';
 import { Trainer, type CheckpointSchedule, type PhaseExecutor, type TrainResult } from '../trainer/loop.ts';
 import { COORDINATOR_FLAGS } from './cli-specs.ts';
 import { maxQueuedBytesFor } from './connection-limits.ts';
@@ -63,7 +63,7 @@ export interface CoordinatorOptions {
   report: ReportConfig;
   checkpoint: CheckpointConfig;
   snapshot?: TrainingSnapshot;
-  /** --eval-every: evaluate G every N iterations and at the end, logged as `eval` (shared/eval/periodic.ts); absent: off. */
+  /** --eval-every: evaluate G every N iterations and at the end, logged as `eval` (trainer/eval/periodic.ts); absent: off. */
   evaluation?: PeriodicEvaluation | null;
   /** More HTTP routes beside the dashboard's (coordinator/http.ts Route). */
   routes?: Route[];

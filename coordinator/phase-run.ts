@@ -23,7 +23,7 @@
  * ties assignment, duplication, loss and verification together; they are kept in one class.
  */
 import type { ShardResult } from '../shared/replica.ts';
-import type { BlockResults, PhasePlan } from '../shared/training-state.ts';
+import type { BlockResults, PhasePlan } from '../trainer/training-state.ts';
 import { blockKey, blockShards, isAlignedBlock, planBlocks, type ShardBlock } from '../shared/tree-sum.ts';
 
 export interface Assignee {

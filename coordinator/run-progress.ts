@@ -7,9 +7,9 @@
 import type { Logger } from '../shared/log.ts';
 import type { WorkerTiming } from '../shared/protocol.ts';
 import { resourceUsage } from '../shared/resources.ts';
-import type { PhaseSummary } from '../shared/training-state.ts';
+import type { PhaseSummary } from '../trainer/training-state.ts';
 import type { Telemetry } from './metrics.ts';
-import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit, type ByteCounters } from './progress.ts';
+import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit, type ByteCounters } from '../trainer/progress.ts';
 import type { SessionClock } from './session.ts';
 
 /** Where a phase's wall time went, as the scheduler measured it (performance.now() values). */

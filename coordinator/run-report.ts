@@ -8,7 +8,7 @@
  * inline SVG drawn here (readable without script), the sample grids embedded as data: URLs. Grids
  * are embedded up to EMBED_BUDGET_BYTES of PNG; past that an evenly spaced subset (always the
  * first and the newest) is embedded and the page says how many it shows. Written with
- * writeFileAtomic (shared/durable-file.ts): a reader or a crash sees the old report or the new one.
+ * writeFileAtomic (trainer/durable-file.ts): a reader or a crash sees the old report or the new one.
  *
  * Over 400 lines because the page is one template with its charts: splitting the HTML from the
  * code that fills it would only scatter one document over several files.
@@ -16,7 +16,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GanConfig } from '../shared/config.ts';
-import { writeFileAtomic } from '../shared/durable-file.ts';
+import { writeFileAtomic } from '../trainer/durable-file.ts';
 import type { EvalPoint, ProgressPoint, WorkerSeen } from './metrics.ts';
 
 export const REPORT_FILE = 'report.html';

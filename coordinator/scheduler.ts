@@ -13,7 +13,7 @@ import type { Logger } from '../shared/log.ts';
 import type { Net, ResultMsg, ShardSpec, WireFormat } from '../shared/protocol.ts';
 import type { NetLayout } from '../shared/models.ts';
 import { blockKey, blockShards } from '../shared/tree-sum.ts';
-import type { PhaseSummary, TrainingState } from '../shared/training-state.ts';
+import type { PhaseSummary, TrainingState } from '../trainer/training-state.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import type { RunProgress } from './run-progress.ts';
 import type { WorkerServer } from './server.ts';

@@ -10,7 +10,7 @@ import { verifyHmac, newNonce } from '../shared/auth.ts';
 import { clip, type Logger } from '../shared/log.ts';
 import { closeCodeFor, WIRE_FORMATS, type ByeCode, type HelloMsg, type Outgoing, type Message, type Net, type Phase, type ResultMsg, type WireFormat } from '../shared/protocol.ts';
 import type { Assignee } from './phase-run.ts';
-import type { ByteCounters } from './progress.ts';
+import type { ByteCounters } from '../trainer/progress.ts';
 
 /**
  * What a session's state machine needs from the coordinator: the token and wire format it checks

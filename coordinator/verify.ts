@@ -29,9 +29,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../shared/durable-file.ts';
+import { writeFileAtomic } from '../trainer/durable-file.ts';
 import { ConfigError } from '../shared/errors.ts';
-import type { PhaseKey } from '../shared/training-state.ts';
+import type { PhaseKey } from '../trainer/training-state.ts';
 import { deriveSeed } from '../shared/rng.ts';
 
 /** Seed stream for the verification draw, apart from shared/rng.ts STREAM values. */

@@ -1,6 +1,6 @@
 /**
  * npm run train-classifier: trains the small MNIST CNN that gan-eval scores images with
- * (shared/eval/classifier.ts) and writes it to models/classifier/ (model.json, weights.bin,
+ * (trainer/eval/classifier.ts) and writes it to models/classifier/ (model.json, weights.bin,
  * classifier.json with the held-out accuracy, README.md).
  *
  * Training set: the data source's train split (mnist: the `mnist` package's 9,003 digits);
@@ -23,9 +23,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend.ts';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { loadDataSource, type Dataset } from '../shared/data/index.ts';
+import { loadDataSource, type Dataset } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { saveLayersModel, WEIGHTS_FILE } from '../shared/export.ts';
+import { saveLayersModel, WEIGHTS_FILE } from '../trainer/export.ts';
 import {
   accuracyByClass,
   buildClassifier,
@@ -36,7 +36,7 @@ import {
   FEATURE_LAYER,
   ImageClassifier,
   type ClassifierMeta,
-} from '../shared/eval/classifier.ts';
+} from '../trainer/eval/classifier.ts';
 import { deriveSeed, permutation, Rng } from '../shared/rng.ts';
 
 const FLAGS: FlagTable = {

@@ -9,12 +9,12 @@
  *     npx tsx scripts/tree-sum-measure.ts          (about a minute on 2 cores, wasm)
  */
 import { gradientsPerPhase } from '../bench/lib/accounting.ts';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { encode } from '../shared/codec.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
-import { averageShardGradients } from '../shared/training-state.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
+import { averageShardGradients } from '../trainer/training-state.ts';
 
 await initBackend('wasm');
 const mnist = loadDataSource('mnist');

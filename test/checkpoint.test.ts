@@ -11,12 +11,12 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { checkpointsDir, findResumeCheckpoint, readCheckpoint, writeCheckpoint } from '../coordinator/checkpoint.ts';
+import { checkpointsDir, findResumeCheckpoint, readCheckpoint, writeCheckpoint } from '../trainer/checkpoint.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
 import { GanError } from '../shared/errors.ts';
-import { hashFloats } from '../shared/hash.ts';
-import type { TrainingSnapshot } from '../shared/training-state.ts';
+import { hashFloats } from '../trainer/hash.ts';
+import type { TrainingSnapshot } from '../trainer/training-state.ts';
 import {
   cleanup,
   eventsOf,

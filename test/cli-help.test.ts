@@ -116,8 +116,8 @@ describe('help texts', () => {
   it(
     'defaults quoted in help equal the constants the CLIs use',
     async () => {
-      const { DEFAULT_PERIODIC_SAMPLES } = await import('../shared/eval/periodic.ts');
-      const { DEFAULT_IMAGE_SAMPLES, DEFAULT_MIXTURE_SAMPLES } = await import('../shared/eval/evaluate.ts');
+      const { DEFAULT_PERIODIC_SAMPLES } = await import('../trainer/eval/periodic.ts');
+      const { DEFAULT_IMAGE_SAMPLES, DEFAULT_MIXTURE_SAMPLES } = await import('../trainer/eval/evaluate.ts');
       expect(flagsOf(COORDINATOR_CLI)['eval-samples'].default).toBe(DEFAULT_PERIODIC_SAMPLES);
       expect(flagsOf(EVAL_CLI).samples.defaultText).toBe(`${DEFAULT_MIXTURE_SAMPLES} for 2-D mixtures, ${DEFAULT_IMAGE_SAMPLES} for images`);
     },

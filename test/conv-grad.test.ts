@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
 import { initialWeights } from '../shared/models.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { Rng } from '../shared/rng.ts';

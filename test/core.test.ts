@@ -5,20 +5,20 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { resolveConfig, type GanConfig, type GanOptions, type OptimizerConfig } from '../shared/config.ts';
-import { loadDataSource, type DataSource } from '../shared/data/index.ts';
+import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { hashFloats } from '../shared/hash.ts';
+import { hashFloats } from '../trainer/hash.ts';
 import { SeededDropout, withDropoutSeed } from '../shared/layers.ts';
 import { discriminatorLoss, generatorLoss } from '../shared/losses.ts';
-import { createOptimizer } from '../shared/optimizers.ts';
+import { createOptimizer } from '../trainer/optimizers.ts';
 import { shardNoise, type ShardInput } from '../shared/replica.ts';
 import type { Net } from '../shared/protocol.ts';
 import { deriveSeed, normalArray, Rng, STREAM, uniformArray } from '../shared/rng.ts';
-import { Sampler } from '../shared/sampler.ts';
-import { averageShardGradients, shardSeed } from '../shared/training-state.ts';
+import { Sampler } from '../trainer/sampler.ts';
+import { averageShardGradients, shardSeed } from '../trainer/training-state.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let ring8: DataSource;

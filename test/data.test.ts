@@ -15,7 +15,7 @@ import {
   readIdxFile,
   ring8,
   sampleMixture,
-} from '../shared/data/index.ts';
+} from '../trainer/data/index.ts';
 
 const TYPE_CODES = { ubyte: 0x08, sbyte: 0x09, short: 0x0b, int: 0x0c, float: 0x0d, double: 0x0e } as const;
 const SIZES = { ubyte: 1, sbyte: 1, short: 2, int: 4, float: 4, double: 8 } as const;
@@ -118,7 +118,7 @@ describe('loadMnistPackage', () => {
 
   it('is deterministic: a fresh parse gives identical bytes', async () => {
     vi.resetModules();
-    const fresh = (await import('../shared/data/mnist.ts')).loadMnistPackage();
+    const fresh = (await import('../trainer/data/mnist.ts')).loadMnistPackage();
     expect(fresh.train === train).toBe(false); // really re-parsed, not the cache
     for (const [a, b] of [[fresh.train, train], [fresh.heldOut, heldOut]]) {
       expect(sha(a.x)).toBe(sha(b.x));

@@ -7,13 +7,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readCheckpoint, writeCheckpoint } from '../coordinator/checkpoint.ts';
-import { loadGeneratorFromCheckpoint } from '../coordinator/eval-load.ts';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { readCheckpoint, writeCheckpoint } from '../trainer/checkpoint.ts';
+import { loadGeneratorFromCheckpoint } from '../trainer/eval-load.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { mergeResumeConfig, resolveConfig, type GanOptions } from '../shared/config.ts';
-import { loadDataSource, type DataSource } from '../shared/data/index.ts';
-import { hashFloats } from '../shared/hash.ts';
+import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
+import { hashFloats } from '../trainer/hash.ts';
 import { cleanup, makeTempDir } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 

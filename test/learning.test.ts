@@ -27,12 +27,12 @@
  * More seeds: GAN_LEARNING_SEEDS=1,2,3 npx vitest run test/learning.test.ts
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { resolveConfig } from '../shared/config.ts';
-import { loadDataSource, type DataSource, type MixtureSpec } from '../shared/data/index.ts';
-import { mixtureMetrics } from '../shared/eval/mixture-metrics.ts';
-import { PRESETS } from '../shared/presets.ts';
+import { loadDataSource, type DataSource, type MixtureSpec } from '../trainer/data/index.ts';
+import { mixtureMetrics } from '../trainer/eval/mixture-metrics.ts';
+import { PRESETS } from '../trainer/presets.ts';
 import { normalArray } from '../shared/rng.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 

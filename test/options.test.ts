@@ -4,15 +4,15 @@
  * carried into the model that is built.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { parseFlags } from '../shared/cli.ts';
 import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
 import { mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
-import { loadDataSource, type DataSource } from '../shared/data/index.ts';
+import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { buildModels } from '../shared/models.ts';
-import { PRESETS } from '../shared/presets.ts';
+import { PRESETS } from '../trainer/presets.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 let grid25: DataSource;

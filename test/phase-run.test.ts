@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { PhaseRun, type Assignee, type Assignment, type StragglerPolicy } from '../coordinator/phase-run.ts';
 import type { ShardResult } from '../shared/replica.ts';
-import type { PhasePlan } from '../shared/training-state.ts';
+import type { PhasePlan } from '../trainer/training-state.ts';
 
 interface FakeWorker extends Assignee {
   name: string;

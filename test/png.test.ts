@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { crc32, encodePng, imageGrid, scatterPlot, writePng } from '../shared/png.ts';
+import { crc32, encodePng, imageGrid, scatterPlot, writePng } from '../trainer/png.ts';
 
 /** Bit-by-bit CRC-32, deliberately not sharing the table code under test. */
 function slowCrc(bytes: Uint8Array): number {

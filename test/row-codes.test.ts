@@ -7,11 +7,11 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
-import { loadDataSource, type DataSource } from '../shared/data/index.ts';
+import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { codesOfRows, rowCodesOf, rowsFromCodes } from '../shared/data/row-codes.ts';
 import type { Dataset } from '../shared/data/types.ts';
-import { hashFloats } from '../shared/hash.ts';
-import { Sampler } from '../shared/sampler.ts';
+import { hashFloats } from '../trainer/hash.ts';
+import { Sampler } from '../trainer/sampler.ts';
 import { RawPeer, referenceHash, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
 import { cleanup, spawnCli, waitForExit } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';

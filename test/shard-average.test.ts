@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { roundTripHalf } from '../shared/float16.ts';
 import { uniformSource } from '../shared/rng.ts';
-import { averageShardGradients } from '../shared/training-state.ts';
+import { averageShardGradients } from '../trainer/training-state.ts';
 import { blockFinalSum, blockKey, blockRawSum, blockShards, decomposeRange, isAlignedBlock, planBlocks, treeAverage, treeSize, treeStats, type Quantizer, type ShardBlock } from '../shared/tree-sum.ts';
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);

@@ -17,7 +17,7 @@ import { resolveConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { humanLine } from '../shared/log.ts';
 import { GanReplica } from '../shared/replica.ts';
-import { TrainingState } from '../shared/training-state.ts';
+import { TrainingState } from '../trainer/training-state.ts';
 import { DecodeErrorCode } from '../shared/codec.ts';
 import {
   cleanup,
@@ -189,7 +189,8 @@ describe('docs/status-log.md vs the source', () => {
   });
 
   it('documents every event name and warning code the coordinator and worker emit, and no code that is gone', () => {
-    const coordinator = sourceFiles('coordinator').join('\n');
+    // The coordinator process runs trainer/ too (the schedule, checkpoints, samples).
+    const coordinator = [...sourceFiles('coordinator'), ...sourceFiles('trainer')].join('\n');
     const worker = sourceFiles('worker').join('\n');
     const events = new Set([...`${coordinator}\n${worker}`.matchAll(/event: '([a-z_]+)'/g)].map((m) => m[1]));
     expect(events.size).toBeGreaterThan(20);

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findResumeCheckpoint } from '../coordinator/checkpoint.ts';
+import { findResumeCheckpoint } from '../trainer/checkpoint.ts';
 import { cleanup, eventsOf, makeTempDir, spawnCli, waitForEvent, waitForExit, type LogEvent } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 

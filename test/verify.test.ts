@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PhaseRun, sameResult, type Assignee } from '../coordinator/phase-run.ts';
 import { selectVerifiedShards, parseVerifyFraction } from '../coordinator/verify.ts';
 import type { ShardResult } from '../shared/replica.ts';
-import type { PhasePlan } from '../shared/training-state.ts';
+import type { PhasePlan } from '../trainer/training-state.ts';
 import { RING8_FLAGS, referenceHash } from './helpers/inprocess.ts';
 import { cleanup, eventsOf, makeTempDir, readLog, sleep, spawnCli, waitForEvent, waitForExit, type Proc } from './helpers/processes.ts';
 

@@ -13,14 +13,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { findResumeCheckpoint } from '../coordinator/checkpoint.ts';
-import { LocalTrainer } from '../coordinator/local-trainer.ts';
+import { findResumeCheckpoint } from '../trainer/checkpoint.ts';
+import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { parseFlags } from '../shared/cli.ts';
 import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
 import { WS_CLOSE } from '../shared/protocol.ts';
 import { mergeResumeConfig, resolveConfig } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from '../trainer/data/index.ts';
 import { roundTripHalf } from '../shared/float16.ts';
 import { createLogger, tapLog, type LogRecord } from '../shared/log.ts';
 import { DEFAULT_BACKOFF, Worker } from '../worker/worker.ts';

@@ -6,7 +6,7 @@
 import { ConfigError } from '../shared/errors.ts';
 import type { FlagSpec, FlagTable, FlagValues } from '../shared/cli.ts';
 import { defaultTextOf, GAN_OPTIONS, type GanOptionKey, type GanOptions } from '../shared/options.ts';
-import { PRESETS } from '../shared/presets.ts';
+import { PRESETS } from './presets.ts';
 
 /** Flags that define the training run (--preset and shared/options.ts GAN_OPTIONS); shared by gan-train and gan-coordinator. */
 export const GAN_FLAGS: FlagTable = {

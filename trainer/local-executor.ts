@@ -4,9 +4,9 @@
  */
 import type { Logger } from '../shared/log.ts';
 import type { GanReplica } from '../shared/replica.ts';
-import type { PhaseSummary, TrainingState } from '../shared/training-state.ts';
-import type { LocalTrainer } from '../coordinator/local-trainer.ts';
-import { ProgressTracker, roundRecord } from '../coordinator/progress.ts';
+import type { PhaseSummary, TrainingState } from './training-state.ts';
+import type { LocalTrainer } from './local-trainer.ts';
+import { ProgressTracker, roundRecord } from './progress.ts';
 import type { PhaseExecutor } from './loop.ts';
 
 export class LocalExecutor implements PhaseExecutor {

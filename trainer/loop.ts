@@ -10,14 +10,14 @@
 import { join } from 'node:path';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
-import { exportModels } from '../shared/export.ts';
-import { hashFloats } from '../shared/hash.ts';
+import { exportModels } from './export.ts';
+import { hashFloats } from './hash.ts';
 import type { Logger } from '../shared/log.ts';
 import type { GanReplica } from '../shared/replica.ts';
-import type { PhaseSummary, TrainingState } from '../shared/training-state.ts';
-import { runPeriodicEvaluation, type PeriodicEvaluation } from '../shared/eval/periodic.ts';
-import { writeCheckpoint, type CheckpointWriterConfig } from '../coordinator/checkpoint.ts';
-import { writeSampleImage } from '../coordinator/samples.ts';
+import type { PhaseSummary, TrainingState } from './training-state.ts';
+import { runPeriodicEvaluation, type PeriodicEvaluation } from './eval/periodic.ts';
+import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
+import { writeSampleImage } from './samples.ts';
 
 /** Runs phases of Algorithm 1 against a TrainingState. */
 export interface PhaseExecutor {
@@ -57,7 +57,7 @@ export interface TrainerSchedule {
   logEvery: number;
   /** A sample grid every N iterations (0: only at the end). */
   sampleEvery: number;
-  /** --eval-every (shared/eval/periodic.ts); null: off. */
+  /** --eval-every (trainer/eval/periodic.ts); null: off. */
   evaluation?: PeriodicEvaluation | null;
   /** null: no checkpoints (gan-train without --checkpoint-every). */
   checkpoint: CheckpointSchedule | null;
@@ -116,7 +116,7 @@ export class Trainer {
     log.info({ event: 'sample_written', iteration: this.state.iteration, file }, 'sample written');
   }
 
-  /** One `eval` event: G's metrics on a few samples (shared/eval/periodic.ts). */
+  /** One `eval` event: G's metrics on a few samples (trainer/eval/periodic.ts). */
   private evaluate(): void {
     const { config, log } = this.schedule;
     const replica = this.executor.outputReplica(false);

@@ -8,12 +8,12 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FlagValues } from '../shared/cli.ts';
 import { mergeResumeConfig, resolveConfig, type GanConfig, type GanOptions } from '../shared/config.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from './data/index.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import type { TrainingSnapshot } from '../shared/training-state.ts';
-import { findResumeCheckpoint } from '../coordinator/checkpoint.ts';
+import type { TrainingSnapshot } from './training-state.ts';
+import { findResumeCheckpoint } from './checkpoint.ts';
 
 /** Whether a run directory holds at least one checkpoint (valid or not). */
 export function hasCheckpoints(runDir: string): boolean {

@@ -5,7 +5,7 @@
  * The inputs are `progress` lines (docs/status-log.md) of a coordinator run with --log-every 1,
  * so a window is one iteration; the code still divides by the iterations a window covers.
  */
-import type { ByteCounters } from '../../coordinator/progress.ts';
+import type { ByteCounters } from '../../trainer/progress.ts';
 import { decomposeRange } from '../../shared/tree-sum.ts';
 
 /** One progress line, as parsed from the coordinator's JSON log. */

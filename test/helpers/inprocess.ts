@@ -12,11 +12,11 @@ import { initBackend } from '../../shared/backend.ts';
 import { COMMON_FLAGS, parseFlags } from '../../shared/cli.ts';
 import { GAN_FLAGS, ganOptionsFrom } from '../../trainer/gan-flags.ts';
 import { resolveConfig, type GanConfig } from '../../shared/config.ts';
-import { loadDataSource } from '../../shared/data/index.ts';
+import { loadDataSource } from '../../trainer/data/index.ts';
 import { createLogger, tapLog, type LogRecord } from '../../shared/log.ts';
 import { PROTOCOL_VERSION } from '../../shared/protocol.ts';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type ReportConfig, type RunResult, type ScheduleConfig } from '../../coordinator/coordinator.ts';
-import { LocalTrainer } from '../../coordinator/local-trainer.ts';
+import { LocalTrainer } from '../../trainer/local-trainer.ts';
 import { makeTempDir, spawnCli, waitForEvent, type Proc } from './processes.ts';
 
 /** 40 iterations x 2 phases x 8 shards of ring8 + mlp2d: ~1.5 s on one core, single-process. */

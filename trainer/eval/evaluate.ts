@@ -3,9 +3,9 @@
  * quality bench:
  *
  * - 2-D mixtures: modes captured, share of high-quality samples, reverse KL of the mode
- *   histogram (shared/eval/mixture-metrics.ts), on 2,500 samples by default;
+ *   histogram (trainer/eval/mixture-metrics.ts), on 2,500 samples by default;
  * - images: Inception Score and Fréchet distance with the project's classifier
- *   (shared/eval/image-metrics.ts, shared/eval/classifier.ts), on 1,000 samples by default;
+ *   (trainer/eval/image-metrics.ts, trainer/eval/classifier.ts), on 1,000 samples by default;
  *   the Fréchet reference is the data source's train split;
  * - conditional models, additionally: the classifier's accuracy on samples generated for each
  *   requested label.
@@ -17,11 +17,11 @@
  * Noise comes from normalArray(samples * noiseDim, deriveSeed(seed, EVAL_STREAM)) and labels
  * cycle through the requested ones, so a report depends only on (weights, samples, seed, labels).
  */
-import type { GanConfig } from '../config.ts';
-import type { DataSource, Dataset, MixtureSpec } from '../data/types.ts';
+import type { GanConfig } from '../../shared/config.ts';
+import type { DataSource, Dataset, MixtureSpec } from '../../shared/data/types.ts';
 import { sampleMixture } from '../data/mixtures.ts';
-import { ConfigError, GanError } from '../errors.ts';
-import { deriveSeed, normalArray, permutation } from '../rng.ts';
+import { ConfigError, GanError } from '../../shared/errors.ts';
+import { deriveSeed, normalArray, permutation } from '../../shared/rng.ts';
 import { accuracyByClass, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
 import { featureStats, inceptionScore } from './image-metrics.ts';
 import { frechetDistance, type GaussianStats } from './linalg.ts';

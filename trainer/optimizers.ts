@@ -4,8 +4,8 @@
  * coordinator runs on, and its whole state (slots, step, bias-correction powers) can be read
  * out and restored bit for bit.
  */
-import type { OptimizerConfig } from './config.ts';
-import { GanError } from './errors.ts';
+import type { OptimizerConfig } from '../shared/config.ts';
+import { GanError } from '../shared/errors.ts';
 
 export interface OptimizerState {
   name: 'adam' | 'sgd';

@@ -9,15 +9,15 @@ import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { numberFlag, parseCli, printInfo } from '../shared/cli.ts';
-import { ganOptionsFrom } from '../trainer/gan-flags.ts';
+import { ganOptionsFrom } from './gan-flags.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { createPeriodicEvaluation } from '../shared/eval/periodic.ts';
+import { createPeriodicEvaluation } from './eval/periodic.ts';
 import { createLogger, openLogFile } from '../shared/log.ts';
-import { LocalExecutor } from '../trainer/local-executor.ts';
-import { Trainer } from '../trainer/loop.ts';
-import { startOrResume } from '../trainer/resume.ts';
+import { LocalExecutor } from './local-executor.ts';
+import { Trainer } from './loop.ts';
+import { startOrResume } from './resume.ts';
 import { LocalTrainer } from './local-trainer.ts';
-import { TRAIN_CLI, TRAIN_FLAGS } from './cli-specs.ts';
+import { TRAIN_CLI, TRAIN_FLAGS } from '../coordinator/cli-specs.ts';
 
 runMain(async () => {
   const v = parseCli(TRAIN_CLI, process.argv.slice(2));

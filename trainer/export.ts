@@ -16,12 +16,12 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { validateConfig, type GanConfig } from './config.ts';
+import { validateConfig, type GanConfig } from '../shared/config.ts';
 import { writeFileAtomic } from './durable-file.ts';
-import { GanError } from './errors.ts';
+import { GanError } from '../shared/errors.ts';
 // Registers the custom layers with tfjs serialization, so an exported D deserializes here.
-import { Maxout, MinibatchStd, SeededDropout } from './layers.ts';
-import type { GanReplica } from './replica.ts';
+import { Maxout, MinibatchStd, SeededDropout } from '../shared/layers.ts';
+import type { GanReplica } from '../shared/replica.ts';
 
 export const EXPORT_FORMAT = 'gan-export';
 export const EXPORT_VERSION = 1;

@@ -4,9 +4,9 @@
  *  - finite data sets: epochs over a permutation derived from (seed, epoch)
  *  - mixtures: fresh points per batch, from (seed, batch index)
  */
-import type { DataSource } from './data/types.ts';
+import type { DataSource } from '../shared/data/types.ts';
 import { sampleMixture } from './data/mixtures.ts';
-import { deriveSeed, permutation, STREAM } from './rng.ts';
+import { deriveSeed, permutation, STREAM } from '../shared/rng.ts';
 
 export interface SamplerState {
   epoch: number;

@@ -12,12 +12,12 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GanConfig } from '../shared/config.ts';
-import { fsyncDir, writeFileSynced } from '../shared/durable-file.ts';
+import { fsyncDir, writeFileSynced } from './durable-file.ts';
 import { GanError } from '../shared/errors.ts';
-import type { OptimizerState } from '../shared/optimizers.ts';
+import type { OptimizerState } from './optimizers.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import type { Net } from '../shared/protocol.ts';
-import type { TrainingSnapshot } from '../shared/training-state.ts';
+import type { TrainingSnapshot } from './training-state.ts';
 
 export const CHECKPOINT_FORMAT = 1;
 const LATEST = 'latest';

@@ -1,5 +1,5 @@
-import { Rng } from '../rng.ts';
-import type { MixtureSpec } from './types.ts';
+import { Rng } from '../../shared/rng.ts';
+import type { MixtureSpec } from '../../shared/data/types.ts';
 
 /** The 8-mode ring of the unrolled-GAN / VEEGAN papers: radius 2, tight modes. */
 export function ring8(): MixtureSpec {

@@ -1,7 +1,7 @@
 /**
  * Aggregates phase summaries into per-iteration figures and rates for the status log.
  */
-import type { PhaseSummary } from '../shared/training-state.ts';
+import type { PhaseSummary } from './training-state.ts';
 
 export interface ProgressRecord {
   iteration: number;

@@ -13,10 +13,10 @@ import { assertCanTrain } from '../shared/backend.ts';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { roundTripHalf } from '../shared/float16.ts';
-import { hashFloats } from '../shared/hash.ts';
+import { hashFloats } from './hash.ts';
 import { GanReplica } from '../shared/replica.ts';
 import type { Net } from '../shared/protocol.ts';
-import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../shared/training-state.ts';
+import { TrainingState, type PhaseSummary, type TrainingSnapshot } from './training-state.ts';
 
 export class LocalTrainer {
   readonly state: TrainingState;

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import type { DataSource } from '../shared/data/types.ts';
-import { imageGrid, scatterPlot, writePng } from '../shared/png.ts';
+import { imageGrid, scatterPlot, writePng } from './png.ts';
 import type { GanReplica } from '../shared/replica.ts';
 import { deriveSeed, normalArray, STREAM } from '../shared/rng.ts';
 

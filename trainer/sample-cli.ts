@@ -1,5 +1,5 @@
 /**
- * gan-sample: draws samples from an exported generator (see shared/export.ts) into a PNG, an
+ * gan-sample: draws samples from an exported generator (see trainer/export.ts) into a PNG, an
  * image grid for image models or a scatter plot for 2-D data. Needs only the export directory.
  *
  * Noise is normalArray(count * noiseDim, deriveSeed(seed, STREAM.sampleGrid)), the derivation the
@@ -12,10 +12,10 @@ import { initBackend } from '../shared/backend.ts';
 import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { loadExportedModel, readExportMeta } from '../shared/export.ts';
-import { imageGrid, scatterPlot, writePng } from '../shared/png.ts';
+import { loadExportedModel, readExportMeta } from './export.ts';
+import { imageGrid, scatterPlot, writePng } from './png.ts';
 import { deriveSeed, normalArray, STREAM } from '../shared/rng.ts';
-import { SAMPLE_CLI } from './cli-specs.ts';
+import { SAMPLE_CLI } from '../coordinator/cli-specs.ts';
 
 const MAX_COUNT = 100_000;
 const SCATTER_RANGE = 5;

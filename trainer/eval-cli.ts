@@ -1,5 +1,5 @@
 /**
- * gan-eval: measures what a trained generator learned (shared/eval/evaluate.ts) and prints every
+ * gan-eval: measures what a trained generator learned (trainer/eval/evaluate.ts) and prints every
  * score beside its real-data ceiling.
  *
  *   gan-eval --export runs/ring8/export          # or the run directory holding export/
@@ -10,11 +10,11 @@ import { resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
 import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { loadDataSource } from '../shared/data/index.ts';
+import { loadDataSource } from './data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { DEFAULT_CLASSIFIER_DIR } from '../shared/eval/classifier.ts';
-import { Evaluator, flatMetrics, formatReport } from '../shared/eval/evaluate.ts';
-import { EVAL_CLI } from './cli-specs.ts';
+import { DEFAULT_CLASSIFIER_DIR } from './eval/classifier.ts';
+import { Evaluator, flatMetrics, formatReport } from './eval/evaluate.ts';
+import { EVAL_CLI } from '../coordinator/cli-specs.ts';
 import { exportDirOf, loadGeneratorFromCheckpoint, loadGeneratorFromExport, type LoadedGenerator } from './eval-load.ts';
 
 const MAX_SAMPLES = 200_000;

@@ -6,9 +6,9 @@
  *
  * Noise is drawn with the run's seed, so successive evaluations look at the same latent points.
  */
-import type { GanConfig } from '../config.ts';
-import type { DataSource } from '../data/types.ts';
-import { ConfigError } from '../errors.ts';
+import type { GanConfig } from '../../shared/config.ts';
+import type { DataSource } from '../../shared/data/types.ts';
+import { ConfigError } from '../../shared/errors.ts';
 import { Evaluator, flatMetrics, type GenerateFn } from './evaluate.ts';
 
 export const DEFAULT_PERIODIC_SAMPLES = 500;

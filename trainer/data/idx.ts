@@ -1,8 +1,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { DataError } from '../errors.ts';
-import type { Dataset } from './types.ts';
+import { DataError } from '../../shared/errors.ts';
+import type { Dataset } from '../../shared/data/types.ts';
 
 export type IdxData = Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
 

@@ -1,10 +1,10 @@
-import { DataError } from '../errors.ts';
+import { DataError } from '../../shared/errors.ts';
 import { loadIdxDir } from './idx.ts';
 import { grid25, ring8 } from './mixtures.ts';
 import { loadMnistPackage } from './mnist.ts';
-import type { DataSource } from './types.ts';
+import type { DataSource } from '../../shared/data/types.ts';
 
-export type { Dataset, DataSource, MixtureSpec } from './types.ts';
+export type { Dataset, DataSource, MixtureSpec } from '../../shared/data/types.ts';
 export { grid25, ring8, sampleMixture } from './mixtures.ts';
 export { loadMnistPackage } from './mnist.ts';
 export { loadIdxDir, readIdxFile } from './idx.ts';

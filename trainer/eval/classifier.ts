@@ -15,7 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { GanError } from '../errors.ts';
+import { GanError } from '../../shared/errors.ts';
 import { loadExportedModel, MODEL_FILE } from '../export.ts';
 
 export const CLASSIFIER_FORMAT = 'gan-classifier';

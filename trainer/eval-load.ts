@@ -1,10 +1,10 @@
 /**
  * A generator to evaluate, from either artifact a run leaves behind:
  *
- * - an export (<run-dir>/export: gan.json + generator/model.json, shared/export.ts), loaded as a
+ * - an export (<run-dir>/export: gan.json + generator/model.json, trainer/export.ts), loaded as a
  *   LayersModel; a run directory holding export/ is accepted too;
  * - a checkpoint (a run directory, its checkpoints/ or one checkpoint directory,
- *   coordinator/checkpoint.ts): a GanReplica built from the manifest's config with G's weights
+ *   trainer/checkpoint.ts): a GanReplica built from the manifest's config with G's weights
  *   from the checkpoint (verified against their sha256).
  */
 import { existsSync } from 'node:fs';
@@ -12,9 +12,9 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { findResumeCheckpoint } from './checkpoint.ts';
 import type { GanConfig } from '../shared/config.ts';
-import { loadExportedModel, META_FILE, readExportMeta } from '../shared/export.ts';
+import { loadExportedModel, META_FILE, readExportMeta } from './export.ts';
 import { GanReplica } from '../shared/replica.ts';
-import type { GenerateFn } from '../shared/eval/evaluate.ts';
+import type { GenerateFn } from './eval/evaluate.ts';
 
 export interface LoadedGenerator {
   config: GanConfig;

@@ -4,17 +4,17 @@
  * over a fixed pairwise tree of shard indices (shared/tree-sum.ts). The single-process trainer and the coordinator both drive this one class; only
  * who computes the shards differs.
  */
-import type { DataSource } from './data/types.ts';
-import type { GanConfig } from './config.ts';
-import { shardRows, sampleDim } from './config.ts';
-import { GanError } from './errors.ts';
-import { initialWeights, type NetLayout } from './models.ts';
+import type { DataSource } from '../shared/data/types.ts';
+import type { GanConfig } from '../shared/config.ts';
+import { shardRows, sampleDim } from '../shared/config.ts';
+import { GanError } from '../shared/errors.ts';
+import { initialWeights, type NetLayout } from '../shared/models.ts';
 import { createOptimizer, type Optimizer, type OptimizerState } from './optimizers.ts';
-import type { ShardInput, ShardResult } from './replica.ts';
-import type { Net, Phase } from './protocol.ts';
-import { deriveSeed, STREAM } from './rng.ts';
+import type { ShardInput, ShardResult } from '../shared/replica.ts';
+import type { Net, Phase } from '../shared/protocol.ts';
+import { deriveSeed, STREAM } from '../shared/rng.ts';
 import { Sampler, type SamplerState } from './sampler.ts';
-import { blockKey, quantizerFor, treeAverage, treeStats, type Quantizer } from './tree-sum.ts';
+import { blockKey, quantizerFor, treeAverage, treeStats, type Quantizer } from '../shared/tree-sum.ts';
 
 export interface PhaseKey {
   /** 0-based iteration of Algorithm 1. */

@@ -4,7 +4,7 @@
  * test/learning.test.ts trains PRESETS.ring8; bench/quality.ts's VARIANTS give the same
  * settings as flags.
  */
-import type { GanOptions } from './config.ts';
+import type { GanOptions } from '../shared/config.ts';
 
 export const PRESETS: Record<string, Partial<GanOptions>> = {
   /**

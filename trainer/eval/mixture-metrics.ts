@@ -10,7 +10,7 @@
  * of stray points between modes from counting as a captured mode (`modesAny` reports the loose
  * count too).
  */
-import type { MixtureSpec } from '../data/types.ts';
+import type { MixtureSpec } from '../../shared/data/types.ts';
 
 export interface MixtureMetrics {
   samples: number;

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { DataError } from '../errors.ts';
-import type { Dataset } from './types.ts';
+import { DataError } from '../../shared/errors.ts';
+import type { Dataset } from '../../shared/data/types.ts';
 
 const PIXELS = 28 * 28;
 const SHAPE = [28, 28, 1];

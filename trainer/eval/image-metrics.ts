@@ -1,5 +1,5 @@
 /**
- * Classifier-based image scores (the classifier: shared/eval/classifier.ts).
+ * Classifier-based image scores (the classifier: trainer/eval/classifier.ts).
  *
  * Inception Score (Salimans et al. 2016) with the project's MNIST classifier in place of
  * Inception: IS = exp(E_x KL(p(y|x) || p(y))), p(y) the mean of p(y|x) over the samples. It is 1
@@ -10,7 +10,7 @@
  *
  * Fréchet distance (Heusel et al. 2017's FID with the classifier's penultimate features in place
  * of Inception's pool3): the Fréchet distance between Gaussians fitted to the features of the
- * samples and of a reference set (shared/eval/linalg.ts).
+ * samples and of a reference set (trainer/eval/linalg.ts).
  */
 import { frechetDistance, gaussianStats, type GaussianStats } from './linalg.ts';
 
