@@ -28,7 +28,11 @@ export interface HttpContext {
   /** <run-dir>/report.html (served as /report.html once it exists) */
   reportFile?: string;
   log: Logger;
+  /** More GET routes (worker package, generator page): each returns true when it served the path. */
+  routes?: ExtraRoute[];
 }
+
+export type ExtraRoute = (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -120,6 +124,7 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
     }
     if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
     if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
+    for (const extra of ctx.routes ?? []) if (await extra(req, res, path)) return;
     return notFound(req, res);
   };
 
