@@ -31,6 +31,7 @@ import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
+import { generatorPageRoute } from './generator-page.ts';
 import { WorkerPackage } from './package-tarball.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
@@ -213,7 +214,7 @@ export class Coordinator {
     if (opts.snapshot) this.telemetry.replayLog(join(opts.runDir, 'log.jsonl'), this.state.iteration);
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
-    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes: [this.workerPackage.route] });
+    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes: [this.workerPackage.route, generatorPageRoute(join(opts.runDir, 'export'))] });
   }
 
   /** Frame bytes sent to and received from workers since this coordinator started. */
