@@ -33,6 +33,7 @@ import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts'
 import { createHttpHandler, type HttpHandler } from './http.ts';
 import { generatorPageRoute } from './generator-page.ts';
 import { WorkerPackage } from './package-tarball.ts';
+import { LiveProgress } from '../shared/progress-bar.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
@@ -162,6 +163,8 @@ export class Coordinator {
   private httpHandler: HttpHandler;
   /** GET /gan-distributed.tgz: this package, for `npm install -g` on worker machines (coordinator/package-tarball.ts). */
   private workerPackage = new WorkerPackage();
+  /** The live progress bar on a terminal (shared/progress-bar.ts; a no-op otherwise). */
+  private liveBar = new LiveProgress();
   private timeSplit = new TimeSplit();
   private eta = new EtaEstimator();
   /** Frame bytes of sessions already closed (live sessions count their own). */
@@ -918,6 +921,7 @@ export class Coordinator {
       const summary = await this.runPhase();
       if (!summary) break;
       this.progress.add(summary);
+      this.liveBar.phase(summary, this.opts.config.train.iterations, this.readyWorkers.length);
       if (summary.phase !== 'G') continue;
       const it = this.state.iteration;
       this.maybeReportStatus(it % this.opts.report.logEvery === 0);
@@ -925,6 +929,7 @@ export class Coordinator {
       if (this.opts.evaluation && it % this.opts.evaluation.every === 0) this.evaluate();
       if (this.opts.checkpoint.every > 0 && it % this.opts.checkpoint.every === 0) this.saveCheckpoint();
     }
+    this.liveBar.end();
     this.maybeReportStatus(true);
     this.saveCheckpoint();
     if (sampleEvery === 0 || this.state.iteration % sampleEvery !== 0) this.writeSample();
