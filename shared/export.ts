@@ -111,7 +111,7 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
  * Writes G and D (with the replica's current weights: sync it to the master weights first) and
  * gan.json into `dir`. Returns the paths of the two model.json files.
  */
-export async function exportModels(replica: GanReplica, dir: string, meta: ExportMeta): Promise<{ generator: string; discriminator: string; page: string }> {
+export async function exportModels(replica: GanReplica, dir: string, meta: ExportMeta): Promise<{ generator: string; discriminator: string; page?: string }> {
   const root = resolve(dir);
   const g = await saveLayersModel(replica.models.g, join(root, 'generator'));
   const d = await saveLayersModel(replica.models.d, join(root, 'discriminator'));
@@ -144,9 +144,15 @@ export async function exportModels(replica: GanReplica, dir: string, meta: Expor
     },
   };
   writeFileAtomic(join(root, META_FILE), JSON.stringify(file, null, 2));
-  // index.html: draws samples from generator/ in a browser (shared/generator-page.ts).
-  const page = writeGeneratorPage(root);
-  return { generator: g.path, discriminator: d.path, page };
+  // index.html: draws samples from generator/ in a browser (shared/generator-page.ts). A nicety:
+  // if it cannot be written (tfjs's browser bundles missing from node_modules), the export stands.
+  let page: string | undefined;
+  try {
+    page = writeGeneratorPage(root);
+  } catch {
+    page = undefined;
+  }
+  return { generator: g.path, discriminator: d.path, ...(page ? { page } : {}) };
 }
 
 const missing = (what: string, path: string): GanError =>

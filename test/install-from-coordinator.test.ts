@@ -5,7 +5,8 @@
  *  - a running coordinator serves it with the sha256 it logged; a fresh directory installs it with
  *    `npm install -g --prefix <dir> http://127.0.0.1:<port>/gan-distributed.tgz` (dependencies
  *    from npm's cache, --prefer-offline, else the registry), and the installed gan-worker, run
- *    from that directory, answers --version and joins the run and computes shards until it ends.
+ *    from that directory, answers --version and joins the run and computes shards until it ends;
+ *    the installed copy packs itself into the same bytes (same sha256).
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -80,6 +81,12 @@ describe('the worker package the coordinator serves', () => {
       expect(existsSync(bin)).toBe(true);
       expect(existsSync(join(prefix, 'lib', 'node_modules', 'gan-distributed', 'test'))).toBe(false);
       expect(existsSync(join(prefix, 'lib', 'node_modules', 'gan-distributed', 'bench'))).toBe(false);
+
+      // Reproducible: the installed copy packs itself into the very same bytes (a coordinator run
+      // from an installed package serves the same sha256).
+      const installed = join(prefix, 'lib', 'node_modules', 'gan-distributed');
+      const repack = await run(process.execPath, ['--import', 'tsx/esm', '--input-type=module', '-e', `const { buildTarball } = await import(${JSON.stringify(join(installed, 'coordinator', 'package-tarball.ts'))}); process.stdout.write(buildTarball(${JSON.stringify(installed)}).sha256);`], { cwd: installed, timeout: 60_000 });
+      expect(repack.stdout).toBe(announced.sha256);
 
       const version = spawnCli('worker', ['--version'], { script: bin, cwd: home, name: 'installed gan-worker --version' });
       expect((await waitForExit(version, 60_000)).code).toBe(0);
