@@ -131,22 +131,28 @@ export function buildTarball(root = PACKAGE_ROOT): Tarball {
   return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), files, name: pkg.name, version: pkg.version };
 }
 
+/** Built tarballs per package root: one per process, however many coordinators it runs (tests run many). */
+const built = new Map<string, { tarball: Tarball | null; error: string | null }>();
+
 /** The tarball, built once on first use (announce() at listen, or the first request) and kept in memory. */
 export class WorkerPackage {
-  private tarball: Tarball | null = null;
-  private error: string | null = null;
-
   constructor(private readonly root = PACKAGE_ROOT) {}
 
+  private get error(): string | null {
+    return built.get(this.root)?.error ?? null;
+  }
+
   get(): Tarball | null {
-    if (!this.tarball && !this.error) {
+    let entry = built.get(this.root);
+    if (!entry) {
       try {
-        this.tarball = buildTarball(this.root);
+        entry = { tarball: buildTarball(this.root), error: null };
       } catch (err) {
-        this.error = err instanceof Error ? err.message : String(err);
+        entry = { tarball: null, error: err instanceof Error ? err.message : String(err) };
       }
+      built.set(this.root, entry);
     }
-    return this.tarball;
+    return entry.tarball;
   }
 
   /**
