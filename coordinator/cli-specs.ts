@@ -125,13 +125,16 @@ export const SAMPLE_FLAGS: FlagTable = {
   count: { type: 'string', value: '<n>', kind: 'int', help: 'samples to draw', defaultText: '64 (1000 for 2-D data)' },
   seed: { type: 'string', value: '<n>', kind: 'int', help: 'noise seed', defaultText: "the run's seed" },
   label: { type: 'string', value: '<class>', kind: 'int', help: 'conditional models: class of every sample (default: grid row r shows class r % classes)' },
+  serve: { type: 'boolean', group: 'Web page', help: 'instead of a PNG, serve the export\'s generator page (draws samples in the browser) until Ctrl-C' },
+  host: { type: 'string', value: '<addr>', group: 'Web page', help: 'with --serve: address to listen on', defaultText: '127.0.0.1' },
+  port: { type: 'string', value: '<port>', kind: 'int', group: 'Web page', help: 'with --serve: port (0: any free port)', defaultText: '8601' },
 };
 
 export const SAMPLE_CLI: CliSpec = {
   name: 'gan-sample',
-  usage: 'Usage: gan-sample --export <dir> [options]\n\nWrites a PNG of samples from an exported generator and prints its path.',
+  usage: 'Usage: gan-sample --export <dir> [options]\n\nWrites a PNG of samples from an exported generator and prints its path; with --serve, serves the\nexport\'s web page that draws samples in the browser instead.',
   tables: [SAMPLE_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
-  examples: ['gan-sample --export runs/mnist/export --out grid.png', 'gan-sample --export runs/mnist/export --out threes.png --count 64 --seed 7 --label 3'],
+  examples: ['gan-sample --export runs/mnist/export --out grid.png', 'gan-sample --export runs/mnist/export --out threes.png --count 64 --seed 7 --label 3', 'gan-sample --export runs/mnist/export --serve          # then open http://127.0.0.1:8601/'],
 };
 
 // The sample defaults must equal DEFAULT_MIXTURE_SAMPLES / DEFAULT_IMAGE_SAMPLES (shared/eval/evaluate.ts, which loads tfjs); test/cli-help.test.ts checks them.

@@ -31,6 +31,9 @@ import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
+import { generatorPageRoute } from './generator-page.ts';
+import { WorkerPackage } from './package-tarball.ts';
+import { LiveProgress } from '../shared/progress-bar.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
@@ -158,6 +161,10 @@ export class Coordinator {
   /** Prometheus metrics and the dashboard's history (coordinator/metrics.ts). */
   readonly telemetry: Telemetry;
   private httpHandler: HttpHandler;
+  /** GET /gan-distributed.tgz: this package, for `npm install -g` on worker machines (coordinator/package-tarball.ts). */
+  private workerPackage = new WorkerPackage();
+  /** The live progress bar on a terminal (shared/progress-bar.ts; a no-op otherwise). */
+  private liveBar = new LiveProgress();
   private timeSplit = new TimeSplit();
   private eta = new EtaEstimator();
   /** Frame bytes of sessions already closed (live sessions count their own). */
@@ -210,7 +217,7 @@ export class Coordinator {
     if (opts.snapshot) this.telemetry.replayLog(join(opts.runDir, 'log.jsonl'), this.state.iteration);
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
-    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log });
+    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes: [this.workerPackage.route, generatorPageRoute(join(opts.runDir, 'export'))] });
   }
 
   /** Frame bytes sent to and received from workers since this coordinator started. */
@@ -269,6 +276,7 @@ export class Coordinator {
       { event: 'listening', host: addr.address, port: addr.port, auth: network.token ? 'token' : 'none', tls: Boolean(network.tls), url: `${network.tls ? 'wss' : 'ws'}://${network.host}:${addr.port}` },
       network.token ? `listening${network.tls ? ' (TLS)' : ''}; workers must present the shared token` : `listening${network.tls ? ' (TLS)' : ''} without a token${LOOPBACK.has(network.host) ? ' on loopback only (set GAN_TOKEN to accept remote workers)' : ' (--insecure)'}`,
     );
+    this.workerPackage.announce(this.log, { host: network.host, port: addr.port, tls: Boolean(network.tls) });
     return addr;
   }
 
@@ -913,6 +921,7 @@ export class Coordinator {
       const summary = await this.runPhase();
       if (!summary) break;
       this.progress.add(summary);
+      this.liveBar.phase(summary, this.opts.config.train.iterations, this.readyWorkers.length);
       if (summary.phase !== 'G') continue;
       const it = this.state.iteration;
       this.maybeReportStatus(it % this.opts.report.logEvery === 0);
@@ -920,6 +929,7 @@ export class Coordinator {
       if (this.opts.evaluation && it % this.opts.evaluation.every === 0) this.evaluate();
       if (this.opts.checkpoint.every > 0 && it % this.opts.checkpoint.every === 0) this.saveCheckpoint();
     }
+    this.liveBar.end();
     this.maybeReportStatus(true);
     this.saveCheckpoint();
     if (sampleEvery === 0 || this.state.iteration % sampleEvery !== 0) this.writeSample();

@@ -13,6 +13,7 @@ import { exportModels } from '../shared/export.ts';
 import { createLogger } from '../shared/log.ts';
 import { LocalTrainer } from './local-trainer.ts';
 import { ProgressTracker, roundRecord } from './progress.ts';
+import { LiveProgress } from '../shared/progress-bar.ts';
 import { writeSampleImage } from './samples.ts';
 import { TRAIN_CLI } from './cli-specs.ts';
 
@@ -36,6 +37,7 @@ runMain(async () => {
 
   const trainer = new LocalTrainer(config, source);
   const progress = new ProgressTracker(config.train.batchSize);
+  const liveBar = new LiveProgress();
   const started = performance.now();
   const samplesDir = join(runDir, 'samples');
   const sample = () => {
@@ -46,6 +48,7 @@ runMain(async () => {
   while (!trainer.state.finished) {
     const summary = trainer.runPhase();
     progress.add(summary);
+    liveBar.phase(summary, config.train.iterations);
     if (summary.phase !== 'G') continue;
     const it = trainer.state.iteration;
     if (it % logEvery === 0 || trainer.state.finished) {
@@ -53,6 +56,7 @@ runMain(async () => {
     }
     if (sampleEvery > 0 && it % sampleEvery === 0) sample();
   }
+  liveBar.end();
   if (sampleEvery === 0 || trainer.state.iteration % sampleEvery !== 0) sample();
   trainer.syncReplica();
   const exported = await exportModels(trainer.replica, join(runDir, 'export'), { config, iteration: trainer.state.iteration, weightsHash: trainer.weightsHash() });
