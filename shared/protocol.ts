@@ -97,6 +97,11 @@ export interface HelloMsg {
     /** Most shards the worker accepts in one task, >= 1. */
     maxShards: number;
   };
+  /**
+   * Present (true) when the worker runs in a browser tab (the coordinator's /join page), so a
+   * run started with --no-browser-workers can refuse it. Absent for gan-worker.
+   */
+  browser?: true;
 }
 
 /** coordinator -> worker: 32 random bytes the worker must sign. */
