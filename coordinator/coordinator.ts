@@ -31,6 +31,7 @@ import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
+import { browserRefusal, createJoinHandler } from './browser-join.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
@@ -54,6 +55,8 @@ export interface NetworkConfig {
   maxPendingHandshakes: number;
   /** Serve https + wss:// with this certificate and key (see shared/tls.ts); absent or null: plain http + ws://. */
   tls?: TlsServerFiles | null;
+  /** Accept workers running in a browser tab (/join; coordinator/browser-join.ts). Default true; false with --no-browser-workers. */
+  browserWorkers?: boolean;
 }
 
 export interface ScheduleConfig {
@@ -210,7 +213,8 @@ export class Coordinator {
     if (opts.snapshot) this.telemetry.replayLog(join(opts.runDir, 'log.jsonl'), this.state.iteration);
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
-    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log });
+    const joinPage = createJoinHandler({ browserWorkers: network.browserWorkers !== false, auth: Boolean(network.token), runId: this.runId, model: config.model.kind, finished: () => this.state.finished, log: this.log });
+    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, join: joinPage });
   }
 
   /** Frame bytes sent to and received from workers since this coordinator started. */
@@ -476,6 +480,8 @@ export class Coordinator {
     session.backend = msg.backend;
     session.host = msg.host;
     session.capabilities = msg.capabilities.wire;
+    const refusal = browserRefusal(msg, this.opts.network.browserWorkers !== false);
+    if (refusal) return this.reject(session, WS_CLOSE.unsupported, refusal.code, refusal.reason);
     if (this.wire !== 'fp32' && !msg.capabilities.wire.includes(this.wire)) {
       return this.reject(
         session,

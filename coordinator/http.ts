@@ -7,6 +7,7 @@
  *   GET /metrics            Prometheus text format (prom-client)
  *   GET /samples/latest.png the newest sample grid; /samples/<7 digits>.png one by iteration
  *   GET /report.html        <run-dir>/report.html (coordinator/run-report.ts), once written
+ *   GET /join, /join/*      the browser worker page (coordinator/browser-join.ts)
  *
  * Only those exact names are served: a sample file name must match /^\d{7}\.png$/ and is looked
  * up inside <run-dir>/samples, so no request can reach any other file.
@@ -28,6 +29,8 @@ export interface HttpContext {
   /** <run-dir>/report.html (served as /report.html once it exists) */
   reportFile?: string;
   log: Logger;
+  /** GET /join and /join/*: the browser worker page (coordinator/browser-join.ts). */
+  join?: (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void>;
 }
 
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -41,7 +44,7 @@ const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src
 /** report.html is self-contained: inline style and script (its slider), images as data: URLs. */
 const REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html';
+const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html, /join (browser workers)';
 
 export function createHttpHandler(ctx: HttpContext): HttpHandler {
   let dashboard: Buffer | null = null;
@@ -120,6 +123,7 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
     }
     if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
     if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
+    if (ctx.join && (path === '/join' || path.startsWith('/join/'))) return ctx.join(req, res, path);
     return notFound(req, res);
   };
 

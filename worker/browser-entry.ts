@@ -1,0 +1,219 @@
+/**
+ * The /join page's script (bundled by the coordinator with esbuild, coordinator/browser-join.ts):
+ * runs the worker core (worker/worker-core.ts) in this tab on the browser's environment
+ * (worker/env-browser.ts), and shows what the tab contributes.
+ *
+ * The token typed into the page stays in the tab: the worker answers the coordinator's challenge
+ * with HMAC-SHA256(token, nonce) through WebCrypto, exactly as gan-worker does.
+ *
+ * Backends: wasm (default) loads the same tfjs-backend-wasm SIMD binary as a Node worker, served
+ * by the coordinator at /join/wasm/ (no external request); threads stay off so it is always that
+ * binary. The page offers no other backend yet (see docs/operations.md).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { initBackend } from '../shared/backend.ts';
+import { browserEnv } from './env-browser.ts';
+import { DEFAULT_BACKOFF, WorkerCore, type WorkerLog } from './worker-core.ts';
+
+/** The page's own state, shown in the page and read by tests (window.ganJoin). */
+export interface JoinState {
+  phase: 'idle' | 'loading' | 'connecting' | 'working' | 'finished' | 'refused' | 'stopped' | 'error';
+  message: string;
+  backend: string;
+  shards: number;
+  results: number;
+  meanShardMs: number;
+  runId: string;
+  model: string;
+  /** The stable code of a refusal (AUTH_FAILED, BROWSER_WORKERS_REFUSED, ...). */
+  code: string;
+  /** This tab's worker id (worker_joined / worker_left in the coordinator's log). */
+  workerId: string;
+}
+
+interface El {
+  textContent: string | null;
+  value: string;
+  disabled: boolean;
+  hidden: boolean;
+  className: string;
+  addEventListener(ev: string, fn: (e: { preventDefault(): void }) => void): void;
+  setAttribute(k: string, v: string): void;
+  prepend(node: unknown): void;
+  childElementCount: number;
+  lastElementChild: { remove(): void } | null;
+}
+interface Doc {
+  getElementById(id: string): El | null;
+  createElement(tag: string): El;
+}
+const g = globalThis as unknown as { document: Doc; location: { protocol: string; host: string }; sessionStorage?: { getItem(k: string): string | null; setItem(k: string, v: string): void }; ganJoin?: JoinState };
+const $ = (id: string): El => {
+  const el = g.document.getElementById(id);
+  if (!el) throw new Error(`the page has no #${id}`);
+  return el;
+};
+
+const state: JoinState = { phase: 'idle', message: '', backend: '', shards: 0, results: 0, meanShardMs: 0, runId: '', model: '', code: '', workerId: '' };
+g.ganJoin = state;
+
+function render(): void {
+  $('phase').textContent = state.phase;
+  $('phase').className = `phase ${state.phase}`;
+  $('message').textContent = state.message;
+  $('backend').textContent = state.backend || '-';
+  $('shards').textContent = String(state.shards);
+  $('ms').textContent = state.shards ? state.meanShardMs.toFixed(1) : '-';
+  $('run').textContent = state.runId ? `${state.runId} (${state.model})` : '-';
+}
+
+function set(patch: Partial<JoinState>): void {
+  Object.assign(state, patch);
+  render();
+}
+
+/** A worker log that keeps the newest lines in the page (and the console). */
+function pageLog(): WorkerLog {
+  const line = (level: string, obj: object, msg?: string) => {
+    const ev = (obj as { event?: string }).event;
+    const text = `${new Date().toISOString().slice(11, 19)} ${level} ${ev ?? ''} ${msg ?? ''}`.trim();
+    const list = $('log');
+    const li = g.document.createElement('li');
+    li.textContent = text;
+    list.prepend(li);
+    while (list.childElementCount > 40) list.lastElementChild?.remove();
+    (level === 'error' ? console.error : level === 'warn' ? console.warn : console.log)(text, obj);
+  };
+  return {
+    info: (o, m) => line('info', o, m),
+    warn: (o, m) => line('warn', o, m),
+    error: (o, m) => line('error', o, m),
+    debug: () => undefined,
+  };
+}
+
+/** What the coordinator says about browser workers before the tab tries to join. */
+interface JoinInfo {
+  browserWorkers: boolean;
+  auth: boolean;
+  runId: string;
+  model: string;
+  finished: boolean;
+  refusal?: string;
+}
+
+let backendReady: Promise<string> | null = null;
+
+async function startBackend(): Promise<string> {
+  // Always the single-threaded SIMD binary a Node worker runs (threads would pick another one).
+  tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+  setWasmPaths('/join/wasm/');
+  const report = await initBackend('wasm');
+  return report.name;
+}
+
+function workerId(): string {
+  // Stable for this tab across reloads (a reload replaces its old session), new in another tab.
+  const key = 'gan-join-worker-id';
+  const known = g.sessionStorage?.getItem(key);
+  if (known) return known;
+  const id = `browser-${Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  g.sessionStorage?.setItem(key, id);
+  return id;
+}
+
+let worker: WorkerCore | null = null;
+
+async function join(token: string): Promise<void> {
+  set({ phase: 'loading', message: 'loading the compute backend', code: '' });
+  try {
+    backendReady ??= startBackend();
+    const backend = await backendReady;
+    set({ backend });
+  } catch (err) {
+    backendReady = null;
+    set({ phase: 'error', message: `could not start the wasm backend: ${err instanceof Error ? err.message : String(err)}` });
+    return;
+  }
+  set({ phase: 'connecting', message: 'connecting to the coordinator', workerId: workerId() });
+  const url = `${g.location.protocol === 'https:' ? 'wss' : 'ws'}://${g.location.host}/`;
+  worker = new WorkerCore(
+    {
+      url,
+      token: token || null,
+      workerId: state.workerId,
+      backend: state.backend,
+      log: pageLog(),
+      stay: false,
+      maxRetries: Infinity,
+      backoff: DEFAULT_BACKOFF,
+      idleTimeoutMs: 30_000,
+      testDelayMs: 0,
+      progressIntervalMs: 15_000,
+      onWelcome: (w) => set({ phase: 'working', message: 'joined the run: computing shards', runId: w.runId, model: w.model }),
+      onBlockSent: (b) => set({ shards: b.shardsDone, results: state.results + 1, meanShardMs: b.meanShardMs }),
+    },
+    browserEnv,
+  );
+  $('join').disabled = true;
+  $('leave').disabled = false;
+  const code = await worker.run();
+  const fatal = worker.fatal;
+  worker = null;
+  $('join').disabled = false;
+  $('leave').disabled = true;
+  if (fatal) {
+    const hint = fatal.code === 'AUTH_FAILED' ? ' Check the token and try again.' : '';
+    set({ phase: 'refused', code: fatal.code, message: `refused (${fatal.code}): ${fatal.reason}.${hint}` });
+  } else if (state.phase === 'stopped') {
+    set({ message: 'left the run' });
+  } else {
+    set({ phase: code === 0 ? 'finished' : 'error', message: code === 0 ? 'the run is finished; thank you' : 'gave up reaching the coordinator' });
+  }
+}
+
+async function main(): Promise<void> {
+  render();
+  let info: JoinInfo;
+  try {
+    const res = await fetch('/join/info', { cache: 'no-store' });
+    info = (await res.json()) as JoinInfo;
+  } catch (err) {
+    set({ phase: 'error', message: `cannot reach the coordinator: ${String(err)}` });
+    return;
+  }
+  set({ runId: info.runId, model: info.model });
+  if (!info.browserWorkers) {
+    $('form').hidden = true;
+    set({ phase: 'refused', code: 'BROWSER_WORKERS_REFUSED', message: info.refusal ?? 'this run does not accept browser workers' });
+    return;
+  }
+  if (info.finished) {
+    set({ phase: 'finished', message: 'this run is already finished' });
+    return;
+  }
+  if (!info.auth) $('token-row').hidden = true;
+  // Load the backend while the user types the token (its first use compiles the wasm binary).
+  backendReady = startBackend();
+  backendReady.then(
+    (backend) => set({ backend }),
+    () => undefined, // join() reports it
+  );
+  $('form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (worker) return;
+    const input = $('token');
+    const token = input.value.trim();
+    // The token is only needed for the handshake: do not leave it in the page.
+    input.value = '';
+    void join(token);
+  });
+  $('leave').addEventListener('click', () => {
+    if (!worker) return;
+    set({ phase: 'stopped', message: 'leaving the run' });
+    worker.stop('page');
+  });
+}
+
+void main();
