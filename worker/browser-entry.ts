@@ -193,6 +193,13 @@ async function main(): Promise<void> {
     set({ phase: 'finished', message: 'this run is already finished' });
     return;
   }
+  if (info.auth && !(globalThis as { isSecureContext?: boolean }).isSecureContext) {
+    // WebCrypto (the HMAC) exists only in secure contexts; and a token typed into a page that came
+    // over plain http from another machine could have been read by whoever altered the page.
+    $('form').hidden = true;
+    set({ phase: 'refused', code: 'INSECURE_PAGE', message: 'this page came over plain http from another machine: a browser joins a run with a token only over https (the coordinator needs --tls-cert/--tls-key), or from http://localhost' });
+    return;
+  }
   if (!info.auth) $('token-row').hidden = true;
   // Load the backend while the user types the token (its first use compiles the wasm binary).
   backendReady = startBackend();
