@@ -9,6 +9,7 @@
  *   GET /join/worker.js    worker/browser-entry.ts and the worker core, bundled with esbuild on
  *                          first request (offline: esbuild is a local binary) and kept in memory;
  *                          also with --no-browser-workers, so the page can say why it may not join
+ *   GET /join/chunk-*.js   the bundle's lazily loaded parts (the opt-in WebGL backend)
  *   GET /join/wasm/<name>  tfjs-backend-wasm's .wasm binaries from node_modules (three exact names)
  *
  * Nothing else is served and the page requests nothing from any other origin (its
@@ -62,8 +63,14 @@ function wasmDir(): string {
   return dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm'));
 }
 
-/** Bundles the browser worker (about 0.9 MB minified, 1-3 s); rejects with esbuild's message. */
-export async function bundleBrowserWorker(): Promise<Uint8Array> {
+/** The bundle's files by name: worker.js and its chunk-<hash>.js parts. */
+export type BrowserBundle = Map<string, Uint8Array>;
+
+/**
+ * Bundles the browser worker (worker.js about 0.9 MB minified, plus the WebGL backend as a chunk
+ * loaded only when a tab opts in; 1-3 s); rejects with esbuild's message.
+ */
+export async function bundleBrowserWorker(): Promise<BrowserBundle> {
   // esbuild is a local binary (a dependency, also vite's): nothing is downloaded here.
   const esbuild = await import('esbuild');
   const out = await esbuild.build({
@@ -74,15 +81,21 @@ export async function bundleBrowserWorker(): Promise<Uint8Array> {
     target: 'es2022',
     minify: true,
     write: false,
+    splitting: true,
+    outdir: '/join',
+    entryNames: 'worker',
+    chunkNames: 'chunk-[hash]',
     logLevel: 'silent',
     define: { 'process.env.NODE_ENV': '"production"' },
   });
-  return out.outputFiles[0].contents;
+  return new Map(out.outputFiles.map((f) => [f.path.slice(f.path.lastIndexOf('/') + 1), f.contents]));
 }
+
+const BUNDLE_FILE = /^(worker|chunk-[A-Za-z0-9]+)\.js$/;
 
 export function createJoinHandler(ctx: BrowserJoinContext): JoinHandler {
   let page: Buffer | null = null;
-  let bundle: Promise<Uint8Array> | null = null;
+  let bundle: Promise<BrowserBundle> | null = null;
   const send = (req: IncomingMessage, res: ServerResponse, status: number, type: string, body: string | Uint8Array, headers: Record<string, string> = {}) => {
     res.writeHead(status, {
       'content-type': type,
@@ -110,16 +123,18 @@ export function createJoinHandler(ctx: BrowserJoinContext): JoinHandler {
       const info = { browserWorkers: ctx.browserWorkers, auth: ctx.auth, runId: ctx.runId, model: ctx.model, finished: ctx.finished(), ...(ctx.browserWorkers ? {} : { refusal: BROWSER_REFUSAL }) };
       return send(req, res, 200, 'application/json; charset=utf-8', JSON.stringify(info));
     }
-    if (path === '/join/worker.js') {
+    const file = path.slice('/join/'.length);
+    if (BUNDLE_FILE.test(file)) {
       bundle ??= buildLogged();
-      let js: Uint8Array;
+      let files: BrowserBundle;
       try {
-        js = await bundle;
+        files = await bundle;
       } catch (err) {
         bundle = null;
         return send(req, res, 500, 'text/plain; charset=utf-8', `could not bundle the browser worker: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
       }
-      return send(req, res, 200, 'text/javascript; charset=utf-8', js);
+      const js = files.get(file);
+      return js ? send(req, res, 200, 'text/javascript; charset=utf-8', js) : notFound(req, res);
     }
     if (path.startsWith('/join/wasm/')) {
       const name = path.slice('/join/wasm/'.length);
@@ -135,12 +150,13 @@ export function createJoinHandler(ctx: BrowserJoinContext): JoinHandler {
     return notFound(req, res);
   };
 
-  async function buildLogged(): Promise<Uint8Array> {
+  async function buildLogged(): Promise<BrowserBundle> {
     const t0 = performance.now();
     try {
-      const js = await bundleBrowserWorker();
-      ctx.log.info({ event: 'browser_worker_bundled', bytes: js.byteLength, ms: Math.round(performance.now() - t0) }, 'bundled the browser worker for /join');
-      return js;
+      const files = await bundleBrowserWorker();
+      const bytes = [...files.values()].reduce((n, f) => n + f.byteLength, 0);
+      ctx.log.info({ event: 'browser_worker_bundled', bytes, ms: Math.round(performance.now() - t0) }, 'bundled the browser worker for /join');
+      return files;
     } catch (err) {
       ctx.log.warn({ event: 'warning', code: 'BROWSER_BUNDLE_FAILED', err: err instanceof Error ? err.message.split('\n')[0] : String(err) }, 'could not bundle the browser worker for /join');
       throw err;

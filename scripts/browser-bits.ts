@@ -5,7 +5,10 @@
  *
  *   npx tsx scripts/browser-bits.ts            # every model
  *   npx tsx scripts/browser-bits.ts ring8      # one
+ *   npx tsx scripts/browser-bits.ts --webgl    # the page's opt-in WebGL backend instead (a GPU,
+ *                                              # or Chromium's software GL, SwiftShader)
  *
+ * Prints one JSON line per model: same (bool), both hashes, the tab's mean ms per shard.
  * Needs Debian's /usr/bin/chromium (as the dashboard test); downloads nothing.
  */
 import { chromium } from 'playwright-core';
@@ -20,14 +23,18 @@ const CASES: Record<string, string[]> = {
 
 const TOKEN = 'bits-token';
 
-async function measure(name: string, flags: string[], tabs: number): Promise<{ same: boolean; browser: string; node: string; seconds: number }> {
+const WEBGL = process.argv.includes('--webgl');
+const GL_ARGS = ['--enable-unsafe-swiftshader', '--use-angle=swiftshader', '--ignore-gpu-blocklist'];
+
+async function measure(name: string, flags: string[], tabs: number): Promise<Record<string, unknown>> {
   const node = await referenceHash(flags);
   const c = await startInProcessCoordinator({ flags, token: TOKEN });
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--headless', '--no-sandbox', ...(WEBGL ? GL_ARGS : ['--disable-gpu']), '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+  const pages = [];
   const t0 = performance.now();
   try {
     for (let i = 0; i < tabs; i++) {
@@ -38,20 +45,37 @@ async function measure(name: string, flags: string[], tabs: number): Promise<{ s
       page.on('pageerror', (e) => console.error(`[${name} tab ${i}] pageerror`, e.message));
       await page.goto(`http://127.0.0.1:${c.port}/join`);
       await page.fill('#token', TOKEN);
+      if (WEBGL) await page.check('#webgl');
       await page.click('#join');
+      pages.push(page);
     }
-    const result = await c.done;
-    return { same: result.weightsHash === node, browser: result.weightsHash, node, seconds: Math.round((performance.now() - t0) / 100) / 10 };
+    const result = await Promise.race([
+      c.done,
+      (async () => {
+        // A backend that cannot start ends the measurement instead of waiting for ever.
+        for (;;) {
+          const st = (await pages[0].evaluate(() => (globalThis as unknown as { ganJoin: Record<string, unknown> }).ganJoin)) as { phase: string; message: string };
+          if (st.phase === 'error' || st.phase === 'refused') throw new Error(st.message);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      })(),
+    ]);
+    const st = (await pages[0].evaluate(() => (globalThis as unknown as { ganJoin: Record<string, unknown> }).ganJoin)) as { backend: string; meanShardMs: number; shards: number };
+    return { backend: st.backend, same: result.weightsHash === node, browser: result.weightsHash, node, msPerShard: st.meanShardMs, shards: st.shards, seconds: Math.round((performance.now() - t0) / 100) / 10 };
   } finally {
     await browser.close();
     await c.close();
   }
 }
 
-const only = process.argv.slice(2);
+const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 for (const [name, flags] of Object.entries(CASES)) {
   if (only.length && !only.includes(name)) continue;
-  const r = await measure(name, flags, 1);
-  console.log(JSON.stringify({ model: name, flags: flags.join(' '), ...r }));
+  try {
+    const r = await measure(name, flags, 1);
+    console.log(JSON.stringify({ model: name, flags: flags.join(' '), ...r }));
+  } catch (err) {
+    console.log(JSON.stringify({ model: name, flags: flags.join(' '), webgl: WEBGL, failed: err instanceof Error ? err.message : String(err) }));
+  }
 }
 process.exit(0);

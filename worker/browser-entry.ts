@@ -8,11 +8,14 @@
  *
  * Backends: wasm (default) loads the same tfjs-backend-wasm SIMD binary as a Node worker, served
  * by the coordinator at /join/wasm/ (no external request); threads stay off so it is always that
- * binary. The page offers no other backend yet (see docs/operations.md).
+ * binary, and the tab's results are bit-identical to a Node wasm worker's. WebGL is an opt-in
+ * (a checkbox): the GPU may be faster, but its results differ in the last bits, so the
+ * coordinator warns MIXED_BACKENDS. Its code is a separate chunk, loaded only when chosen.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { initBackend } from '../shared/backend.ts';
+import { registerTileGradient } from '../shared/tile.ts';
 import { browserEnv } from './env-browser.ts';
 import { DEFAULT_BACKOFF, WorkerCore, type WorkerLog } from './worker-core.ts';
 
@@ -35,6 +38,7 @@ export interface JoinState {
 interface El {
   textContent: string | null;
   value: string;
+  checked: boolean;
   disabled: boolean;
   hidden: boolean;
   className: string;
@@ -104,6 +108,28 @@ interface JoinInfo {
 }
 
 let backendReady: Promise<string> | null = null;
+let webglReady: Promise<string> | null = null;
+
+/**
+ * The opt-in GPU backend. Refused where the GPU cannot render float32 textures: tfjs would fall
+ * back to float16 there, too coarse for gradients.
+ */
+async function startWebgl(): Promise<string> {
+  tf.env().set('PROD', true);
+  registerTileGradient();
+  await import('@tensorflow/tfjs-backend-webgl');
+  let ok = false;
+  try {
+    ok = await tf.setBackend('webgl');
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new Error('this browser offers no usable WebGL (no GPU, or it is disabled); untick WebGL to use wasm');
+  if (!tf.env().getBool('WEBGL_RENDER_FLOAT32_CAPABLE')) {
+    throw new Error('this GPU cannot compute in float32 under WebGL (only float16, too coarse for gradients); untick WebGL to use wasm');
+  }
+  return 'webgl';
+}
 
 async function startBackend(): Promise<string> {
   // Always the single-threaded SIMD binary a Node worker runs (threads would pick another one).
@@ -125,15 +151,23 @@ function workerId(): string {
 
 let worker: WorkerCore | null = null;
 
-async function join(token: string): Promise<void> {
+async function join(token: string, webgl: boolean): Promise<void> {
   set({ phase: 'loading', message: 'loading the compute backend', code: '' });
   try {
-    backendReady ??= startBackend();
-    const backend = await backendReady;
-    set({ backend });
+    if (webgl) {
+      webglReady ??= startWebgl();
+      set({ backend: await webglReady });
+    } else {
+      backendReady ??= startBackend();
+      await backendReady;
+      // The wasm backend may have been set aside for WebGL by an earlier join.
+      if (tf.getBackend() !== 'wasm') await tf.setBackend('wasm');
+      set({ backend: 'wasm' });
+    }
   } catch (err) {
-    backendReady = null;
-    set({ phase: 'error', message: `could not start the wasm backend: ${err instanceof Error ? err.message : String(err)}` });
+    if (webgl) webglReady = null;
+    else backendReady = null;
+    set({ phase: 'error', message: `could not start the ${webgl ? 'WebGL' : 'wasm'} backend: ${err instanceof Error ? err.message : String(err)}` });
     return;
   }
   set({ phase: 'connecting', message: 'connecting to the coordinator', workerId: workerId() });
@@ -214,7 +248,7 @@ async function main(): Promise<void> {
     const token = input.value.trim();
     // The token is only needed for the handshake: do not leave it in the page.
     input.value = '';
-    void join(token);
+    void join(token, $('webgl').checked);
   });
   $('leave').addEventListener('click', () => {
     if (!worker) return;
