@@ -23,6 +23,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HelloMsg } from '../shared/protocol.ts';
+import { joinKeyFor } from './join-key.ts';
 
 export interface BrowserJoinContext {
   /** false with --no-browser-workers: /join says so and a browser's hello is refused. */
@@ -56,6 +57,16 @@ export const BROWSER_REFUSAL =
 /** A browser hello on a run that refuses browsers: the close code and reason; else null. */
 export function browserRefusal(hello: HelloMsg, browserWorkers: boolean): { code: string; reason: string } | null {
   return hello.browser && !browserWorkers ? { code: 'BROWSER_WORKERS_REFUSED', reason: BROWSER_REFUSAL } : null;
+}
+
+/**
+ * The secret a worker's auth must be keyed with: the run token, or for a hello with joinExpires
+ * the join key derived from it; or why the hello is refused (JOIN_KEY_EXPIRED).
+ */
+export function authSecret(token: string, hello: HelloMsg): { secret: string } | { code: string; reason: string } {
+  if (hello.joinExpires === undefined) return { secret: token };
+  const r = joinKeyFor(token, hello.joinExpires);
+  return 'key' in r ? { secret: r.key } : r;
 }
 
 function wasmDir(): string {

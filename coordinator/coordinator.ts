@@ -31,7 +31,7 @@ import { exportModels } from '../shared/export.ts';
 import { writeCheckpoint, type CheckpointWriterConfig } from './checkpoint.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import { createHttpHandler, type HttpHandler } from './http.ts';
-import { browserRefusal, createJoinHandler } from './browser-join.ts';
+import { authSecret, browserRefusal, createJoinHandler } from './browser-join.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
@@ -161,6 +161,8 @@ export class Coordinator {
   /** Prometheus metrics and the dashboard's history (coordinator/metrics.ts). */
   readonly telemetry: Telemetry;
   private httpHandler: HttpHandler;
+  /** Sessions authenticating with a short-lived join key instead of the token: that key (coordinator/join-key.ts). */
+  private authSecrets = new WeakMap<WorkerSession, string>();
   private timeSplit = new TimeSplit();
   private eta = new EtaEstimator();
   /** Frame bytes of sessions already closed (live sessions count their own). */
@@ -457,7 +459,7 @@ export class Coordinator {
         if (session.state !== 'auth' || !session.nonce || !this.opts.network.token) {
           return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
         }
-        const ok = verifyHmac(this.opts.network.token, session.nonce, msg.hmac);
+        const ok = verifyHmac(this.authSecrets.get(session) ?? this.opts.network.token, session.nonce, msg.hmac);
         session.nonce = null; // one answer per nonce: a replayed or second auth fails
         if (!ok) return this.reject(session, WS_CLOSE.authFailed, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
         return this.admit(session);
@@ -491,6 +493,9 @@ export class Coordinator {
       );
     }
     if (this.opts.network.token) {
+      const auth = authSecret(this.opts.network.token, msg);
+      if ('code' in auth) return this.reject(session, WS_CLOSE.authFailed, auth.code, auth.reason);
+      this.authSecrets.set(session, auth.secret);
       session.state = 'auth';
       session.nonce = newNonce();
       session.send({ type: 'challenge', nonce: session.nonce });

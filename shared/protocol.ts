@@ -102,6 +102,12 @@ export interface HelloMsg {
    * run started with --no-browser-workers can refuse it. Absent for gan-worker.
    */
   browser?: true;
+  /**
+   * Present when the worker authenticates with a short-lived join key instead of the run token
+   * (coordinator/join-key.ts): the key's expiry, unix seconds. The coordinator derives the key
+   * from its token and this expiry and checks the auth HMAC against it.
+   */
+  joinExpires?: number;
 }
 
 /** coordinator -> worker: 32 random bytes the worker must sign. */

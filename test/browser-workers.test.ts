@@ -9,6 +9,9 @@
  *    per model);
  *  - the page requests nothing but its own server, and the token is never in any request;
  *  - a wrong token in the page is refused with a clear message (AUTH_FAILED);
+ *  - a short-lived join link (#key=..., coordinator/join-key.ts) joins without the token; the
+ *    page drops the key from its address; an expired key is refused (JOIN_KEY_EXPIRED), and a key
+ *    minted from another token fails like a wrong token;
  *  - --no-browser-workers: the page says so, and a browser's hello is refused
  *    (BROWSER_WORKERS_REFUSED) even from a client that skips the page.
  *
@@ -20,6 +23,7 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type RunResult } from '../coordinator/coordinator.ts';
+import { joinKey } from '../coordinator/join-key.ts';
 import { initBackend } from '../shared/backend.ts';
 import { loadDataSource } from '../shared/data/index.ts';
 import { createLogger, tapLog, type LogRecord } from '../shared/log.ts';
@@ -145,6 +149,12 @@ async function openJoin(b: Browser, port: number): Promise<{ page: Page; request
   return { page, requests };
 }
 
+async function openLink(b: Browser, port: number, key: string): Promise<Page> {
+  const page = await (await b.newContext()).newPage();
+  await page.goto(`http://127.0.0.1:${port}/join#key=${key}`, { timeout: STEP_MS });
+  return page;
+}
+
 async function submitToken(page: Page, token: string): Promise<void> {
   // The backend loads while the token is typed; joining waits for it either way.
   await page.fill('#token', token, { timeout: STEP_MS });
@@ -208,6 +218,32 @@ describe('browser workers (/join)', () => {
       expect(shown).toContain('token does not match');
       expect(shown).toContain('Check the token');
       await h.waitFor((r) => r.code === 'AUTH_FAILED', STEP_MS, 'AUTH_FAILED in the coordinator log');
+    },
+    HEAVY_TEST_MS,
+  );
+
+  it(
+    'a short-lived join link joins without the token; an expired or foreign one is refused',
+    async () => {
+      const h = await listening();
+      browser = await launchChromium();
+      const now = Math.floor(Date.now() / 1000);
+      const good = await openLink(browser, h.port, joinKey(TOKEN, now + 600));
+      await waitForState(good, (st) => st.message.includes('join link valid until'), STEP_MS, 'showing the link');
+      expect(good.url()).toBe(`http://127.0.0.1:${h.port}/join`);
+      await good.click('#join', { timeout: STEP_MS });
+      const joined = await waitForState(good, (st) => st.phase === 'working', STEP_MS, 'working');
+      await h.waitFor((r) => r.event === 'worker_joined' && r.worker === joined.workerId, STEP_MS, 'the linked tab to join');
+
+      const expired = await openLink(browser, h.port, joinKey(TOKEN, now - 5));
+      await expired.click('#join', { timeout: STEP_MS });
+      const e = await waitForState(expired, (st) => st.phase === 'refused', STEP_MS, 'refused');
+      expect(e.code).toBe('JOIN_KEY_EXPIRED');
+      expect(await expired.textContent('#message')).toContain('expired');
+
+      const foreign = await openLink(browser, h.port, joinKey('some-other-token', now + 600));
+      await foreign.click('#join', { timeout: STEP_MS });
+      expect((await waitForState(foreign, (st) => st.phase === 'refused', STEP_MS, 'refused')).code).toBe('AUTH_FAILED');
     },
     HEAVY_TEST_MS,
   );

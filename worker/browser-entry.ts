@@ -52,7 +52,7 @@ interface Doc {
   getElementById(id: string): El | null;
   createElement(tag: string): El;
 }
-const g = globalThis as unknown as { document: Doc; location: { protocol: string; host: string }; sessionStorage?: { getItem(k: string): string | null; setItem(k: string, v: string): void }; ganJoin?: JoinState };
+const g = globalThis as unknown as { document: Doc; location: { protocol: string; host: string; hash: string; pathname: string }; history: { replaceState(data: unknown, unused: string, url: string): void }; sessionStorage?: { getItem(k: string): string | null; setItem(k: string, v: string): void }; ganJoin?: JoinState };
 const $ = (id: string): El => {
   const el = g.document.getElementById(id);
   if (!el) throw new Error(`the page has no #${id}`);
@@ -151,6 +151,24 @@ function workerId(): string {
 
 let worker: WorkerCore | null = null;
 
+/** A short-lived join key (coordinator/join-key.ts): "j1.<expiry>.<mac>". */
+const JOIN_KEY = /^j1\.(\d{10})\.[A-Za-z0-9_-]{43}$/;
+
+/**
+ * A join link's key (#key=...): moved into the token field and out of the address bar (the
+ * fragment is never sent to a server, but stays in history and in what gets copied).
+ */
+function keyFromLink(): void {
+  const m = /(?:^#|&)key=([^&]+)/.exec(g.location.hash);
+  if (!m) return;
+  g.history.replaceState(null, '', g.location.pathname);
+  const key = decodeURIComponent(m[1]);
+  const k = JOIN_KEY.exec(key);
+  if (!k) return set({ message: 'the join link is malformed; enter the token or ask for a new link' });
+  $('token').value = key;
+  set({ message: `join link valid until ${new Date(Number(k[1]) * 1000).toLocaleString()}: press Join` });
+}
+
 async function join(token: string, webgl: boolean): Promise<void> {
   set({ phase: 'loading', message: 'loading the compute backend', code: '' });
   try {
@@ -177,6 +195,7 @@ async function join(token: string, webgl: boolean): Promise<void> {
       url,
       token: token || null,
       workerId: state.workerId,
+      ...(JOIN_KEY.test(token) ? { joinExpires: Number(JOIN_KEY.exec(token)![1]) } : {}),
       backend: state.backend,
       log: pageLog(),
       stay: false,
@@ -198,7 +217,7 @@ async function join(token: string, webgl: boolean): Promise<void> {
   $('join').disabled = false;
   $('leave').disabled = true;
   if (fatal) {
-    const hint = fatal.code === 'AUTH_FAILED' ? ' Check the token and try again.' : '';
+    const hint = fatal.code === 'AUTH_FAILED' ? ' Check the token (or join link) and try again.' : '';
     set({ phase: 'refused', code: fatal.code, message: `refused (${fatal.code}): ${fatal.reason}.${hint}` });
   } else if (state.phase === 'stopped') {
     set({ message: 'left the run' });
@@ -235,6 +254,7 @@ async function main(): Promise<void> {
     return;
   }
   if (!info.auth) $('token-row').hidden = true;
+  else keyFromLink();
   // Load the backend while the user types the token (its first use compiles the wasm binary).
   backendReady = startBackend();
   backendReady.then(

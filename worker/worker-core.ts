@@ -50,6 +50,8 @@ export interface WorkerOptions {
   ca?: string | null;
   /** Wire formats to advertise in hello (default: all this build speaks); tests play an older, fp32-only worker with ['fp32']. */
   wire?: readonly WireFormat[];
+  /** The token is a short-lived join key (coordinator/join-key.ts) expiring then (unix seconds): said in hello. */
+  joinExpires?: number;
   /** Called after each block's result is sent (the browser page shows what the tab contributes). */
   onBlockSent?: (info: { shards: number; computeMs: number; shardsDone: number; meanShardMs: number }) => void;
   /** Called when the worker joins a run (welcome accepted). */
@@ -309,6 +311,7 @@ export class WorkerCore {
               host: this.env.host().slice(0, 256),
               capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES], maxShards: 4096 },
               ...(this.env.kind === 'browser' ? { browser: true } : {}),
+              ...(this.opts.joinExpires !== undefined ? { joinExpires: this.opts.joinExpires } : {}),
             });
           },
           ping: touch,
