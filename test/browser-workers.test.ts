@@ -3,8 +3,8 @@
  * headless Chromium (Debian's /usr/bin/chromium driven by playwright-core; nothing downloads).
  *
  *  - one Node worker and two browser tabs train ring8 to gan-train's hash, and closing one tab
- *    mid-run (it holds shards of the phase in flight or of the next) still gives that hash: the
- *    tab is handled like a killed worker. This rests on Chromium's wasm backend giving the same
+ *    mid-phase (frozen, as a browser freezes a background tab, while it owes shards) still gives
+ *    that hash: the tab is handled like a killed worker (worker_left, shard_reassigned). This rests on Chromium's wasm backend giving the same
  *    bits as Node's (the same tfjs-backend-wasm SIMD binary; scripts/browser-bits.ts measures it
  *    per model);
  *  - the page requests nothing but its own server, and the token is never in any request;
@@ -163,7 +163,7 @@ async function submitToken(page: Page, token: string): Promise<void> {
 
 describe('browser workers (/join)', () => {
   it(
-    "one Node worker and two tabs give gan-train's hash on ring8, also when a tab closes mid-run",
+    "one Node worker and two tabs give gan-train's hash on ring8, also when a tab closes mid-phase",
     async () => {
       const reference = await referenceHash(RING8_FLAGS);
       const h = await listening();
@@ -182,11 +182,25 @@ describe('browser workers (/join)', () => {
       expect(joined.filter((r) => String(r.host).startsWith('browser '))).toHaveLength(2);
 
       const done = h.coordinator.run();
-      // Close the second tab once it has sent results (the run has 640 shards; it still holds some).
+      // Once the second tab has sent results, freeze it (as a browser freezes a background tab)
+      // at a moment the coordinator counts shards it still owes, then close it: mid-phase.
       await waitForState(tabs[1].page, (s) => s.shards >= 4, RUN_MS, 'past its first results');
       const closedId = (await joinState(tabs[1].page)).workerId;
+      const cdp = await tabs[1].page.context().newCDPSession(tabs[1].page);
+      const held = () => (h.coordinator.status().workers as { id: string; shardsHeld: number }[]).find((w) => w.id === closedId)?.shardsHeld ?? 0;
+      const deadline = Date.now() + STEP_MS;
+      for (;;) {
+        await cdp.send('Page.setWebLifecycleState', { state: 'frozen' });
+        // A result sent just before the freeze lands first; then what it holds stays held.
+        await new Promise((r) => setTimeout(r, 300));
+        if (held() > 0) break;
+        expect(Date.now(), 'the tab never held shards while frozen').toBeLessThan(deadline);
+        await cdp.send('Page.setWebLifecycleState', { state: 'active' });
+        await new Promise((r) => setTimeout(r, 20));
+      }
       await tabs[1].page.close();
       await h.waitFor((r) => r.event === 'worker_left' && r.worker === closedId, STEP_MS, 'the closed tab to leave');
+      await h.waitFor((r) => r.event === 'shard_reassigned' && r.from === closedId, STEP_MS, "the closed tab's shards to be reassigned");
 
       const result = await Promise.race([done, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('run did not finish')), RUN_MS))]);
       expect(result.weightsHash).toBe(reference);
