@@ -3,11 +3,13 @@
  * headless Chromium (Debian's /usr/bin/chromium driven by playwright-core; nothing downloads).
  *
  *  - one Node worker and two browser tabs train ring8 to gan-train's hash, and closing one tab
- *    mid-phase (frozen, as a browser freezes a background tab, while it owes shards) still gives
+ *    mid-phase (stalled in the debugger, like a hung background tab, while it owes shards) gives
  *    that hash: the tab is handled like a killed worker (worker_left, shard_reassigned). This rests on Chromium's wasm backend giving the same
  *    bits as Node's (the same tfjs-backend-wasm SIMD binary; scripts/browser-bits.ts measures it
  *    per model);
  *  - the page requests nothing but its own server, and the token is never in any request;
+ *  - a stalled tab (script paused, like a throttled or hung background tab) is a straggler: its shards are
+ *    duplicated to the Node worker, and when it wakes up the run still ends on the hash;
  *  - a wrong token in the page is refused with a clear message (AUTH_FAILED);
  *  - a short-lived join link (#key=..., coordinator/join-key.ts) joins without the token; the
  *    page drops the key from its address; an expired key is refused (JOIN_KEY_EXPIRED), and a key
@@ -22,7 +24,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type RunResult } from '../coordinator/coordinator.ts';
+import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type RunResult, type ScheduleConfig } from '../coordinator/coordinator.ts';
 import { joinKey } from '../coordinator/join-key.ts';
 import { initBackend } from '../shared/backend.ts';
 import { loadDataSource } from '../shared/data/index.ts';
@@ -68,7 +70,7 @@ interface Harness {
 }
 
 /** A coordinator listening on 127.0.0.1 whose run loop the test starts (coordinator.run()). */
-async function listening(network: Partial<NetworkConfig> = {}): Promise<Harness> {
+async function listening(network: Partial<NetworkConfig> = {}, schedule: Partial<ScheduleConfig> = {}): Promise<Harness> {
   await initBackend('wasm');
   const config = configFrom(RING8_FLAGS);
   const runDir = makeTempDir('gan-browser-');
@@ -86,7 +88,7 @@ async function listening(network: Partial<NetworkConfig> = {}): Promise<Harness>
     log,
     backendName: 'wasm',
     network: { ...DEFAULT_NETWORK, host: '127.0.0.1', port: 0, token: TOKEN, insecure: false, ...network },
-    schedule: DEFAULT_SCHEDULE,
+    schedule: { ...DEFAULT_SCHEDULE, ...schedule },
     report: { logEvery: 20, statusIntervalMs: 1000, sampleEvery: 0 },
     checkpoint: { every: 0, keep: 1 },
   });
@@ -182,20 +184,22 @@ describe('browser workers (/join)', () => {
       expect(joined.filter((r) => String(r.host).startsWith('browser '))).toHaveLength(2);
 
       const done = h.coordinator.run();
-      // Once the second tab has sent results, freeze it (as a browser freezes a background tab)
-      // at a moment the coordinator counts shards it still owes, then close it: mid-phase.
+      // Once the second tab has sent results, stall it (its script paused in the debugger, like a
+      // hung or throttled background tab) at a moment the coordinator counts shards it still
+      // owes, then close it: mid-phase.
       await waitForState(tabs[1].page, (s) => s.shards >= 4, RUN_MS, 'past its first results');
       const closedId = (await joinState(tabs[1].page)).workerId;
       const cdp = await tabs[1].page.context().newCDPSession(tabs[1].page);
       const held = () => (h.coordinator.status().workers as { id: string; shardsHeld: number }[]).find((w) => w.id === closedId)?.shardsHeld ?? 0;
       const deadline = Date.now() + STEP_MS;
+      await cdp.send('Debugger.enable');
       for (;;) {
-        await cdp.send('Page.setWebLifecycleState', { state: 'frozen' });
-        // A result sent just before the freeze lands first; then what it holds stays held.
+        await cdp.send('Debugger.pause');
+        // A result sent just before the pause lands first; then what it holds stays held.
         await new Promise((r) => setTimeout(r, 300));
         if (held() > 0) break;
-        expect(Date.now(), 'the tab never held shards while frozen').toBeLessThan(deadline);
-        await cdp.send('Page.setWebLifecycleState', { state: 'active' });
+        expect(Date.now(), 'the tab never held shards while stalled').toBeLessThan(deadline);
+        await cdp.send('Debugger.resume');
         await new Promise((r) => setTimeout(r, 20));
       }
       await tabs[1].page.close();
@@ -215,6 +219,37 @@ describe('browser workers (/join)', () => {
         expect(url).not.toContain(TOKEN);
       }
       expect(tabs[0].requests.some((u) => u.endsWith('/join/wasm/tfjs-backend-wasm-simd.wasm'))).toBe(true);
+    },
+    HEAVY_TEST_MS,
+  );
+
+  it(
+    'a stalled (background) tab is a straggler: its shards are duplicated, same hash',
+    async () => {
+      const reference = await referenceHash(RING8_FLAGS);
+      const h = await listening({}, { straggler: { factor: 3, minMs: 300 } });
+      browser = await launchChromium();
+      const { page } = await openJoin(browser, h.port);
+      await submitToken(page, TOKEN);
+      const tab = await waitForState(page, (s) => s.phase === 'working', STEP_MS, 'working');
+      const node = new Worker({ url: `ws://127.0.0.1:${h.port}`, token: TOKEN, workerId: 'node-w2', backend: 'wasm', log: createLogger({ name: 'worker', stdout: false }), stay: false, maxRetries: 3, backoff: DEFAULT_BACKOFF, idleTimeoutMs: 30_000, testDelayMs: 0 });
+      const nodeDone = node.run();
+      await h.waitFor((r) => r.event === 'worker_joined' && r.worker === 'node-w2', STEP_MS, 'the Node worker to join');
+      const done = h.coordinator.run();
+      await waitForState(page, (s) => s.shards >= 4, RUN_MS, 'past its first results');
+      const cdp = await page.context().newCDPSession(page);
+      await cdp.send('Debugger.enable');
+      await cdp.send('Debugger.pause');
+      const dup = await h.waitFor((r) => r.event === 'shard_duplicated' && r.to === 'node-w2', STEP_MS, "the stalled tab's shards to be duplicated");
+      expect(Array.isArray(dup.shards)).toBe(true);
+      await cdp.send('Debugger.resume');
+      const result = await Promise.race([done, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('run did not finish')), RUN_MS))]);
+      expect(result.weightsHash).toBe(reference);
+      await h.coordinator.releaseWorkers();
+      expect(await nodeDone).toBe(0);
+      // The stalled tab was slow, not dead: it stayed connected until the run finished.
+      const finishedAt = h.records.findIndex((r) => r.event === 'run_finished');
+      expect(h.records.slice(0, finishedAt).some((r) => r.event === 'worker_left' && r.worker === tab.workerId)).toBe(false);
     },
     HEAVY_TEST_MS,
   );
