@@ -18,6 +18,7 @@ export const COORDINATOR_FLAGS: FlagTable = {
   insecure: { type: 'boolean', group: NET, help: 'allow listening beyond loopback without a token' },
   'tls-cert': { type: 'string', value: '<file>', group: NET, help: 'PEM certificate (chain): serve wss:// and https (needs --tls-key)' },
   'tls-key': { type: 'string', value: '<file>', group: NET, help: 'PEM private key of --tls-cert' },
+  'no-browser-workers': { type: 'boolean', group: NET, help: 'refuse workers running in a browser tab (the /join page says so)' },
   'run-dir': { type: 'string', value: '<dir>', group: RUN, help: 'run directory: config.json, log.jsonl, samples/', defaultText: 'runs/default' },
   'checkpoint-every': { type: 'string', value: '<n>', group: RUN, kind: 'int', help: 'checkpoint every N iterations (0: only at the end and on SIGINT/SIGTERM)', defaultText: '100' },
   'keep-checkpoints': { type: 'string', value: '<k>', group: RUN, kind: 'int', help: 'keep the newest K checkpoints', defaultText: '3' },

@@ -34,6 +34,7 @@ import { createHttpHandler, type HttpHandler } from './http.ts';
 import { generatorPageRoute } from './generator-page.ts';
 import { WorkerPackage } from './package-tarball.ts';
 import { LiveProgress } from '../shared/progress-bar.ts';
+import { authSecret, browserRefusal, createJoinHandler } from './browser-join.ts';
 import { Telemetry } from './metrics.ts';
 import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit } from './progress.ts';
 import { writeSampleImage } from './samples.ts';
@@ -57,6 +58,8 @@ export interface NetworkConfig {
   maxPendingHandshakes: number;
   /** Serve https + wss:// with this certificate and key (see shared/tls.ts); absent or null: plain http + ws://. */
   tls?: TlsServerFiles | null;
+  /** Accept workers running in a browser tab (/join; coordinator/browser-join.ts). Default true; false with --no-browser-workers. */
+  browserWorkers?: boolean;
 }
 
 export interface ScheduleConfig {
@@ -165,6 +168,8 @@ export class Coordinator {
   private workerPackage = new WorkerPackage();
   /** The live progress bar on a terminal (shared/progress-bar.ts; a no-op otherwise). */
   private liveBar = new LiveProgress();
+  /** Sessions authenticating with a short-lived join key instead of the token: that key (coordinator/join-key.ts). */
+  private authSecrets = new WeakMap<WorkerSession, string>();
   private timeSplit = new TimeSplit();
   private eta = new EtaEstimator();
   /** Frame bytes of sessions already closed (live sessions count their own). */
@@ -217,7 +222,8 @@ export class Coordinator {
     if (opts.snapshot) this.telemetry.replayLog(join(opts.runDir, 'log.jsonl'), this.state.iteration);
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
-    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes: [this.workerPackage.route, generatorPageRoute(join(opts.runDir, 'export'))] });
+    const joinPage = createJoinHandler({ browserWorkers: network.browserWorkers !== false, auth: Boolean(network.token), runId: this.runId, model: config.model.kind, finished: () => this.state.finished, log: this.log });
+    this.httpHandler = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, join: joinPage, routes: [this.workerPackage.route, generatorPageRoute(join(opts.runDir, 'export'))] });
   }
 
   /** Frame bytes sent to and received from workers since this coordinator started. */
@@ -461,7 +467,7 @@ export class Coordinator {
         if (session.state !== 'auth' || !session.nonce || !this.opts.network.token) {
           return this.reject(session, WS_CLOSE.protocolError, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
         }
-        const ok = verifyHmac(this.opts.network.token, session.nonce, msg.hmac);
+        const ok = verifyHmac(this.authSecrets.get(session) ?? this.opts.network.token, session.nonce, msg.hmac);
         session.nonce = null; // one answer per nonce: a replayed or second auth fails
         if (!ok) return this.reject(session, WS_CLOSE.authFailed, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
         return this.admit(session);
@@ -484,6 +490,8 @@ export class Coordinator {
     session.backend = msg.backend;
     session.host = msg.host;
     session.capabilities = msg.capabilities.wire;
+    const refusal = browserRefusal(msg, this.opts.network.browserWorkers !== false);
+    if (refusal) return this.reject(session, WS_CLOSE.unsupported, refusal.code, refusal.reason);
     if (this.wire !== 'fp32' && !msg.capabilities.wire.includes(this.wire)) {
       return this.reject(
         session,
@@ -493,6 +501,9 @@ export class Coordinator {
       );
     }
     if (this.opts.network.token) {
+      const auth = authSecret(this.opts.network.token, msg);
+      if ('code' in auth) return this.reject(session, WS_CLOSE.authFailed, auth.code, auth.reason);
+      this.authSecrets.set(session, auth.secret);
       session.state = 'auth';
       session.nonce = newNonce();
       session.send({ type: 'challenge', nonce: session.nonce });

@@ -9,6 +9,7 @@
  *   GET /report.html        <run-dir>/report.html (coordinator/run-report.ts), once written
  *   and ctx.routes: /gan-distributed.tgz, .sha256, /install.json (coordinator/package-tarball.ts),
  *   /export/ and the generator's files (coordinator/generator-page.ts)
+ *   GET /join, /join/*      the browser worker page (coordinator/browser-join.ts)
  *
  * Only those exact names are served: a sample file name must match /^\d{7}\.png$/ and is looked
  * up inside <run-dir>/samples, so no request can reach any other file.
@@ -32,6 +33,8 @@ export interface HttpContext {
   log: Logger;
   /** More GET routes (worker package, generator page): each returns true when it served the path. */
   routes?: ExtraRoute[];
+  /** GET /join and /join/*: the browser worker page (coordinator/browser-join.ts). */
+  join?: (req: IncomingMessage, res: ServerResponse, path: string) => Promise<void>;
 }
 
 export type ExtraRoute = (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
@@ -47,7 +50,7 @@ const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src
 /** report.html is self-contained: inline style and script (its slider), images as data: URLs. */
 const REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html, /export/, /gan-distributed.tgz';
+const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html, /export/, /gan-distributed.tgz, /join (browser workers)';
 
 export function createHttpHandler(ctx: HttpContext): HttpHandler {
   let dashboard: Buffer | null = null;
@@ -126,6 +129,7 @@ export function createHttpHandler(ctx: HttpContext): HttpHandler {
     }
     if (path === '/samples/latest.png') return serveSample(req, res, latestSampleFile());
     if (path.startsWith('/samples/')) return serveSample(req, res, path.slice('/samples/'.length));
+    if (ctx.join && (path === '/join' || path.startsWith('/join/'))) return ctx.join(req, res, path);
     for (const extra of ctx.routes ?? []) if (await extra(req, res, path)) return;
     return notFound(req, res);
   };

@@ -266,7 +266,9 @@ const NETS = ['G', 'D'] as const;
 
 const VALIDATORS: Record<MessageType, Validator> = {
   hello(o) {
-    keys(o, 'hello', ['type', 'protocol', 'workerId', 'backend', 'host', 'capabilities']);
+    keys(o, 'hello', ['type', 'protocol', 'workerId', 'backend', 'host', 'capabilities', 'browser', 'joinExpires']);
+    if (Object.hasOwn(o, 'joinExpires')) int(o, 'joinExpires', 'hello', 0, UINT32_MAX);
+    if (Object.hasOwn(o, 'browser') && o.browser !== true) bad(`hello.browser must be true when present, got ${describe(o.browser)}`);
     str(o, 'workerId', 'hello', 1, 128);
     str(o, 'backend', 'hello', 0, 32);
     str(o, 'host', 'hello', 0, 256);

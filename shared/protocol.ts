@@ -97,6 +97,17 @@ export interface HelloMsg {
     /** Most shards the worker accepts in one task, >= 1. */
     maxShards: number;
   };
+  /**
+   * Present (true) when the worker runs in a browser tab (the coordinator's /join page), so a
+   * run started with --no-browser-workers can refuse it. Absent for gan-worker.
+   */
+  browser?: true;
+  /**
+   * Present when the worker authenticates with a short-lived join key instead of the run token
+   * (coordinator/join-key.ts): the key's expiry, unix seconds. The coordinator derives the key
+   * from its token and this expiry and checks the auth HMAC against it.
+   */
+  joinExpires?: number;
 }
 
 /** coordinator -> worker: 32 random bytes the worker must sign. */
