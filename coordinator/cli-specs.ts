@@ -141,7 +141,7 @@ export const EVAL_FLAGS: FlagTable = {
   samples: { type: 'string', value: '<n>', kind: 'int', help: 'samples to generate', defaultText: '2500 for 2-D mixtures, 1000 for images' },
   seed: { type: 'string', value: '<n>', kind: 'int', help: 'evaluation noise seed', defaultText: '1' },
   labels: { type: 'string', value: '<list>', help: 'conditional models: comma-separated labels to generate (cycled)', defaultText: 'every class' },
-  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier' },
+  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier (mnist), models/classifier-fashion (fashion)' },
   dataset: { type: 'string', value: '<source>', help: "data source for the real-data ceiling and reference, when the run's is not reachable here", defaultText: "the run's" },
   json: { type: 'boolean', help: 'print the full report as JSON instead of a table' },
 };
@@ -152,7 +152,7 @@ export const EVAL_CLI: CliSpec = {
 
 Evaluates a trained generator and prints each score beside its real-data ceiling:
   2-D mixtures   modes captured, high-quality share (within 3 std of a mode), reverse KL
-  images         Inception Score and Fréchet distance with the shipped MNIST classifier
+  images         Inception Score and Fréchet distance with the data set's shipped classifier
   conditional    the classifier's accuracy on samples generated for each requested label`,
   tables: [EVAL_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
   examples: ['gan-eval --export runs/ring8/export            # or the run directory itself', 'gan-eval --checkpoint runs/ring8               # its newest valid checkpoint', 'gan-eval --export runs/mnist --samples 2000 --labels 3,7 --json'],

@@ -22,7 +22,7 @@ import type { DataSource, Dataset, MixtureSpec } from '../data/types.ts';
 import { sampleMixture } from '../data/mixtures.ts';
 import { ConfigError, GanError } from '../errors.ts';
 import { deriveSeed, normalArray, permutation } from '../rng.ts';
-import { accuracyByClass, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
+import { accuracyByClass, canonicalDataset, classifierDirFor, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
 import { featureStats, inceptionScore } from './image-metrics.ts';
 import { frechetDistance, type GaussianStats } from './linalg.ts';
 import { mixtureMetrics, type MixtureMetrics } from './mixture-metrics.ts';
@@ -100,14 +100,15 @@ export class Evaluator {
 
   /**
    * Builds an evaluator for a run's config. Image models need a classifier: `classifier` (shared,
-   * not disposed here) or the one in `classifierDir` (default models/classifier/).
+   * not disposed here) or the one in `classifierDir` (default: the data set's shipped one,
+   * classifierDirFor, else models/classifier/).
    */
   static async create(config: GanConfig, source: DataSource, opts: { classifier?: ImageClassifier; classifierDir?: string } = {}): Promise<Evaluator> {
     if (source.kind === 'mixture') return new Evaluator(config, source, null, false);
     if (!isImageShape(config.model.dataShape)) {
       throw new GanError('EVAL_UNSUPPORTED', `cannot evaluate samples of shape [${config.model.dataShape}]: expected 2-D mixture points or images`);
     }
-    const classifier = opts.classifier ?? (await loadClassifier(opts.classifierDir ?? DEFAULT_CLASSIFIER_DIR));
+    const classifier = opts.classifier ?? (await loadClassifier(opts.classifierDir ?? classifierDirFor(source.spec) ?? DEFAULT_CLASSIFIER_DIR));
     const want = config.model.dataShape.join('x');
     if (classifier.inputShape.join('x') !== want) {
       if (!opts.classifier) classifier.dispose();
@@ -173,7 +174,7 @@ export class Evaluator {
     const { train, heldOut } = this.source;
     const warnings: string[] = [];
     const clfDataset = clf.meta?.dataset ?? null;
-    if (clfDataset !== null && clfDataset !== this.source.spec) {
+    if (clfDataset !== null && canonicalDataset(clfDataset) !== canonicalDataset(this.source.spec)) {
       warnings.push(`the classifier was trained on '${clfDataset}', this model on '${this.source.spec}': the scores measure how ${clfDataset}-like the samples are`);
     }
     const { probs, features } = clf.run(x, samples);
