@@ -362,11 +362,19 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   return rec;
 }
 
+/** The class histogram's balance: max/min class share (target <= 1.5), or the missing class. */
+function classText(m: Metrics): string {
+  if (typeof m.classMinShare !== 'number') return '';
+  const real = typeof m.classMaxMinReal === 'number' ? ` (real ${m.classMaxMinReal.toFixed(2)})` : '';
+  if (m.classMinShare === 0) return `, classes max/min inf: a class missing${real}`;
+  return `, classes max/min ${typeof m.classMaxMin === 'number' ? m.classMaxMin.toFixed(2) : 'n/a'}${real}`;
+}
+
 function summarize(ds: Dataset, m: Metrics): string {
   const pct = (x: number | null | undefined) => (typeof x !== 'number' ? 'n/a' : `${(100 * x).toFixed(1)}%`);
   if (ds === 'mnist') {
     const acc = m.labelAccuracy !== undefined ? `, label acc ${pct(m.labelAccuracy)} (real ${pct(m.labelAccuracyReal)})` : '';
-    return `IS ${m.inceptionScore?.toFixed(2)} (real ${m.inceptionScoreReal?.toFixed(2)}), FD ${m.frechetDistance?.toFixed(2)} (real ${m.frechetDistanceReal?.toFixed(2)})${acc}`;
+    return `IS ${m.inceptionScore?.toFixed(2)} (real ${m.inceptionScoreReal?.toFixed(2)}), FD ${m.frechetDistance?.toFixed(2)} (real ${m.frechetDistanceReal?.toFixed(2)})${acc}${classText(m)}`;
   }
   return `modes ${m.modesCaptured}/${m.modes}, high quality ${pct(m.highQuality ?? null)}, reverse KL ${typeof m.reverseKl === 'number' ? m.reverseKl.toFixed(3) : 'n/a'}`;
 }

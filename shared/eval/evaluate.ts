@@ -23,7 +23,7 @@ import { sampleMixture } from '../data/mixtures.ts';
 import { ConfigError, GanError } from '../errors.ts';
 import { deriveSeed, normalArray, permutation } from '../rng.ts';
 import { accuracyByClass, canonicalDataset, classifierDirFor, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
-import { featureStats, inceptionScore } from './image-metrics.ts';
+import { classHistogram, featureStats, inceptionScore, type ClassHistogram } from './image-metrics.ts';
 import { frechetDistance, type GaussianStats } from './linalg.ts';
 import { mixtureMetrics, type MixtureMetrics } from './mixture-metrics.ts';
 
@@ -68,7 +68,9 @@ export interface ImageReport {
   samples: number;
   inceptionScore: number;
   frechetDistance: number;
-  ceiling: { samples: number; inceptionScore: number; frechetDistance: number };
+  /** The classes the classifier sees in the samples. */
+  classes: ClassHistogram;
+  ceiling: { samples: number; inceptionScore: number; frechetDistance: number; classes: ClassHistogram };
   /** The Fréchet distance compares against this set's classifier features. */
   reference: { split: string; count: number };
   classifier: { dir: string | null; dataset: string | null; heldOutAccuracy: number | null };
@@ -89,7 +91,7 @@ function isImageShape(shape: number[]): boolean {
 export class Evaluator {
   private refStats: GaussianStats | null = null;
   private heldOutScores: { probs: Float32Array; features: Float32Array } | null = null;
-  private ceilingCache = new Map<string, { inceptionScore: number; frechetDistance: number }>();
+  private ceilingCache = new Map<string, { inceptionScore: number; frechetDistance: number; classes: ClassHistogram }>();
 
   private constructor(
     readonly config: GanConfig,
@@ -184,6 +186,7 @@ export class Evaluator {
       samples,
       inceptionScore: inceptionScore(probs, samples, clf.classes),
       frechetDistance: frechetDistance(featureStats(features, samples, clf.featureDim), this.reference()),
+      classes: classHistogram(probs, samples, clf.classes),
       ceiling: { samples: Math.min(samples, heldOut.n), ...this.ceiling(Math.min(samples, heldOut.n), seed) },
       reference: { split: train.name, count: train.n },
       classifier: { dir: clf.dir, dataset: clfDataset, heldOutAccuracy: clf.meta?.heldOut.accuracy ?? null },
@@ -210,7 +213,7 @@ export class Evaluator {
   }
 
   /** IS and Fréchet distance of n held-out digits (all of them, or a seeded subset). */
-  private ceiling(n: number, seed: number): { inceptionScore: number; frechetDistance: number } {
+  private ceiling(n: number, seed: number): { inceptionScore: number; frechetDistance: number; classes: ClassHistogram } {
     const { ds, probs, features } = this.heldOut();
     const key = n >= ds.n ? `all` : `${n}/${seed}`;
     const hit = this.ceilingCache.get(key);
@@ -231,6 +234,7 @@ export class Evaluator {
     const out = {
       inceptionScore: inceptionScore(p, n, clf.classes),
       frechetDistance: frechetDistance(featureStats(f, n, clf.featureDim), this.reference()),
+      classes: classHistogram(p, n, clf.classes),
     };
     this.ceilingCache.set(key, out);
     return out;
@@ -262,7 +266,8 @@ const r4 = (x: number) => Number(x.toFixed(4));
 
 /**
  * The headline numbers of a report as flat fields (the `eval` log event, bench rows). A value
- * that is not a finite number (reverse KL with no high-quality sample) is left out.
+ * that is not a finite number (reverse KL with no high-quality sample, the class max/min ratio
+ * when a class got no sample: classMinShare is 0 then) is left out.
  */
 export function flatMetrics(report: EvalReport): Record<string, number> {
   const raw: Record<string, number> =
@@ -280,6 +285,10 @@ export function flatMetrics(report: EvalReport): Record<string, number> {
           frechetDistance: r4(report.frechetDistance),
           inceptionScoreReal: r4(report.ceiling.inceptionScore),
           frechetDistanceReal: r4(report.ceiling.frechetDistance),
+          classMaxShare: r4(report.classes.maxShare),
+          classMinShare: r4(report.classes.minShare),
+          classMaxMin: r4(report.classes.maxMinRatio),
+          classMaxMinReal: r4(report.ceiling.classes.maxMinRatio),
           ...(report.conditional ? { labelAccuracy: r4(report.conditional.accuracy), labelAccuracyReal: r4(report.conditional.ceiling.accuracy) } : {}),
         };
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => Number.isFinite(v)));
@@ -311,6 +320,10 @@ export function formatReport(report: EvalReport): string {
   row('metric', 'generated', 'real data');
   row('Inception Score (classifier)', fix(report.inceptionScore, 3), fix(report.ceiling.inceptionScore, 3));
   row('Fréchet distance (features)', fix(report.frechetDistance, 3), fix(report.ceiling.frechetDistance, 3));
+  const ratio = (h: ClassHistogram) => (Number.isFinite(h.maxMinRatio) ? h.maxMinRatio.toFixed(2) : 'inf');
+  row('class share max/min (<= 1.5 wanted)', ratio(report.classes), ratio(report.ceiling.classes));
+  row('largest / smallest class share', `${pct(report.classes.maxShare)}/${pct(report.classes.minShare)}`, `${pct(report.ceiling.classes.maxShare)}/${pct(report.ceiling.classes.minShare)}`);
+  lines.push(`  samples per class (classifier's argmax): ${report.classes.counts.map((c, i) => `${i}:${c}`).join(' ')}`);
   if (report.conditional) {
     const c = report.conditional;
     row('label accuracy (all requested)', pct(c.accuracy), pct(c.ceiling.accuracy));
