@@ -97,7 +97,8 @@ export const DEMO_FLAGS: FlagTable = {
  * smoothing 0.1 (the mnist preset's optimizer settings) gives recognisable digits by iteration
  * 1,500, where the default lr 2e-4 still draws blobs; the sample grids come from the moving
  * average of G (--g-ema, as in the preset), which smooths away most of the speckle a single
- * step's G draws.
+ * step's G draws. mlp-small rather than dcgan: for the same wall time dcgan made a quarter of the
+ * iterations and covered the classes worse (bench/results/demo-choice-2026-12-07.md).
  */
 export const DEMO_DEFAULTS: Record<string, string> = { dataset: 'mnist', model: 'mlp-small', iterations: '1500', 'sample-every': '250', lr: '1e-3', 'label-smoothing': '0.1', 'g-ema': '0.999' };
 
