@@ -315,7 +315,7 @@ export function formatReport(report: EvalReport): string {
   lines.push(
     `classifier: ${report.classifier.dir ?? '(in memory)'}${report.classifier.dataset ? `, trained on ${report.classifier.dataset}` : ''}${acc !== null ? `, held-out accuracy ${pct(acc)}` : ''}`,
   );
-  lines.push(`${report.dataset}: ${report.samples} generated samples; real data: ${report.ceiling.samples} held-out digits; Fréchet reference: ${report.reference.count} digits of ${report.reference.split}`);
+  lines.push(`${report.dataset}: ${report.samples} generated samples; real data: ${report.ceiling.samples} held-out images; Fréchet reference: ${report.reference.count} images of ${report.reference.split}`);
   for (const w of report.warnings) lines.push(`warning: ${w}`);
   row('metric', 'generated', 'real data');
   row('Inception Score (classifier)', fix(report.inceptionScore, 3), fix(report.ceiling.inceptionScore, 3));
