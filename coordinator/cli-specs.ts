@@ -98,7 +98,8 @@ export const DEMO_FLAGS: FlagTable = {
  * smoothing 0.1 (the mnist preset's optimizer settings) gives recognisable digits by iteration
  * 1,500, where the default lr 2e-4 still draws blobs; the sample grids come from the moving
  * average of G (--g-ema, as in the preset), which smooths away most of the speckle a single
- * step's G draws.
+ * step's G draws. mlp-small rather than dcgan: for the same wall time dcgan made a quarter of the
+ * iterations and covered the classes worse (bench/results/demo-choice-2026-12-07.md).
  */
 export const DEMO_DEFAULTS: Record<string, string> = { dataset: 'mnist', model: 'mlp-small', iterations: '1500', 'sample-every': '250', lr: '1e-3', 'label-smoothing': '0.1', 'g-ema': '0.999' };
 
@@ -145,7 +146,7 @@ export const EVAL_FLAGS: FlagTable = {
   samples: { type: 'string', value: '<n>', kind: 'int', help: 'samples to generate', defaultText: '2500 for 2-D mixtures, 1000 for images' },
   seed: { type: 'string', value: '<n>', kind: 'int', help: 'evaluation noise seed', defaultText: '1' },
   labels: { type: 'string', value: '<list>', help: 'conditional models: comma-separated labels to generate (cycled)', defaultText: 'every class' },
-  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier' },
+  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier (mnist), models/classifier-fashion (fashion)' },
   dataset: { type: 'string', value: '<source>', help: "data source for the real-data ceiling and reference, when the run's is not reachable here", defaultText: "the run's" },
   json: { type: 'boolean', help: 'print the full report as JSON instead of a table' },
 };
@@ -156,7 +157,7 @@ export const EVAL_CLI: CliSpec = {
 
 Evaluates a trained generator and prints each score beside its real-data ceiling:
   2-D mixtures   modes captured, high-quality share (within 3 std of a mode), reverse KL
-  images         Inception Score and Fréchet distance with the shipped MNIST classifier
+  images         Inception Score and Fréchet distance with the data set's shipped classifier
   conditional    the classifier's accuracy on samples generated for each requested label`,
   tables: [EVAL_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
   examples: ['gan-eval --export runs/ring8/export            # or the run directory itself', 'gan-eval --checkpoint runs/ring8               # its newest valid checkpoint', 'gan-eval --export runs/mnist --samples 2000 --labels 3,7 --json'],

@@ -44,7 +44,7 @@ export const HELP_COLUMNS = 100;
 /** Flags that define the training run; shared by gan-train and gan-coordinator. */
 export const GAN_FLAGS: FlagTable = {
   preset: { type: 'string', value: '<name>', group: 'Data and model', help: `measured settings for a data set (${Object.keys(PRESETS).join(' | ')}); flags given beside it win` },
-  dataset: { type: 'string', value: '<source>', group: 'Data and model', help: 'mnist | idx:<dir> | ring8 | grid25', defaultText: 'mnist' },
+  dataset: { type: 'string', value: '<source>', group: 'Data and model', help: 'mnist | fashion | idx:<dir> | ring8 | grid25', defaultText: 'mnist' },
   model: { type: 'string', value: '<kind>', group: 'Data and model', help: MODEL_KINDS.join(' | '), defaultText: 'mlp-small (mlp2d for mixtures)' },
   conditional: { type: 'boolean', group: 'Data and model', help: 'feed class labels to G and D (labelled data sets only)' },
   'noise-dim': { type: 'string', value: '<n>', group: 'Data and model', kind: 'int', help: 'dimension of the noise z', defaultText: 'per model' },
