@@ -6,7 +6,8 @@
  * so a window is one iteration; the code still divides by the iterations a window covers.
  */
 import type { ByteCounters } from '../../coordinator/progress.ts';
-import { decomposeRange } from '../../shared/tree-sum.ts';
+import { PhaseRun, type Assignee } from '../../coordinator/phase-run.ts';
+import type { PhasePlan } from '../../shared/training-state.ts';
 
 /** One progress line, as parsed from the coordinator's JSON log. */
 export type ProgressLine = Record<string, unknown>;
@@ -98,20 +99,21 @@ export interface MinimumInput {
 
 /**
  * Gradients sent up per phase by `workers` equally fast workers sharing `shards` micro-shards:
- * each holds a contiguous range (largest-remainder split, as PhaseRun.assignUnassigned) and
- * sends one summed gradient per aligned block of it (shared/tree-sum.ts decomposeRange): about
- * one per worker, never more than 2 log2(S) per worker, independent of S for one worker.
+ * each holds the contiguous range PhaseRun.assignUnassigned plans (proportional, then moved by
+ * at most 25% to align with the sum tree) and sends one summed gradient per aligned block of it
+ * (shared/tree-sum.ts): N when N is a power of two, at most 2N - 1 otherwise, flat in S.
  */
 export function gradientsPerPhase(shards: number, workers: number): number {
-  const n = Math.min(workers, shards);
-  let blocks = 0;
-  let lo = 0;
-  for (let i = 0; i < n; i++) {
-    const count = Math.floor(shards / n) + (i < shards % n ? 1 : 0);
-    blocks += decomposeRange(lo, lo + count, shards).length;
-    lo += count;
-  }
-  return blocks;
+  const plan: PhasePlan = {
+    iteration: 0,
+    phase: 'D',
+    dStep: 0,
+    shards: Array.from({ length: shards }, (_, s) => ({ shardId: s, seed: s, rows: 1 })),
+    samplerBefore: { epoch: 0, cursor: 0, batches: 0 },
+  };
+  const run = new PhaseRun<Assignee>(plan, { factor: 3, minMs: 1000 });
+  const ws: Assignee[] = Array.from({ length: workers }, (_, i) => ({ sessionId: i + 1, msPerShard: 10, measured: true }));
+  return run.assignUnassigned(ws, 0).reduce((a, x) => a + run.blocksOf(x).length, 0);
 }
 
 /**
