@@ -25,7 +25,6 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     pack: 2,
     dSteps: 2,
     batchSize: 256,
-    shards: 1,
     optimizer: 'adam',
     lr: 1e-3,
     beta1: 0.5,

@@ -156,3 +156,34 @@ export function splitOf(w: Window): SplitMs {
     coordinatorMs: per('coordinatorS'),
   };
 }
+
+/**
+ * Bytes up (worker -> coordinator: TCP payload of the WebSocket connections, framing included)
+ * per phase in one window, all workers together: what the coordinator's link receives.
+ */
+export function upBytesPerPhase(w: Window, phasesPerIteration: number): number {
+  return workerBytesOf(w.line).reduce((a, b) => a + b.wireReceived, 0) / w.iterations / phasesPerIteration;
+}
+
+/** One /status sample: cumulative shards done and the speed estimate per worker id. */
+export interface ShardSample {
+  iteration: number;
+  done: Record<string, number>;
+  msPerShard: Record<string, number>;
+}
+
+/**
+ * A joiner's share of the shards done between two /status samples, against its
+ * speed-proportional share (1/ms over the sum of 1/ms of the workers, from the later sample's
+ * estimates). Null when no shards were done in between or the joiner is missing.
+ */
+export function joinerShare(from: ShardSample, to: ShardSample, joiner: string): { share: number; expected: number; shards: number; total: number } | null {
+  const ids = Object.keys(to.done);
+  if (!ids.includes(joiner)) return null;
+  const delta = (id: string) => (to.done[id] ?? 0) - (from.done[id] ?? 0);
+  const total = ids.reduce((a, id) => a + delta(id), 0);
+  if (total <= 0) return null;
+  const speed = (id: string) => 1 / Math.max(to.msPerShard[id] ?? NaN, 1e-3);
+  const expected = speed(joiner) / ids.reduce((a, id) => a + speed(id), 0);
+  return { share: delta(joiner) / total, expected, shards: delta(joiner), total };
+}
