@@ -19,7 +19,8 @@
  *           step, weight broadcast call).
  *   L_down  bytes the coordinator's eth0 sent per iteration (Ethernet frames: payload + TCP/IP
  *           and Ethernet headers), mostly the changed net x N workers plus the real rows.
- *   L_up    bytes its eth0 received per iteration, mostly one gradient per shard.
+ *   L_up    bytes its eth0 received per iteration, mostly one gradient per aligned block of the
+ *           shards a worker holds (about one per worker, flat in S: issue #15).
  *   R       the tbf rate (bytes/s, each direction), or with no cap the rate a bulk TCP transfer
  *           reached over the same veth (the calibration at the start of each cap).
  *
@@ -41,7 +42,8 @@ import { cpus, getPriority, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import type { GanOptions } from '../shared/config.ts';
+import { DEFAULT_SHARDS, type GanOptions } from '../shared/config.ts';
+import { gradientsPerPhase } from './lib/accounting.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
 import { BINS, killAll, makeTempDir, removeTempDirs, ROOT, spawnCli, waitForEvent, waitForEvents, type LogEvent, type Proc } from '../test/helpers/processes.ts';
@@ -194,7 +196,8 @@ async function modelSizes(opts: { dataset: string; model: string; batchSize: num
 function expectedBytes(s: Sizes, workers: number, wire: Wire): { down: number; up: number } {
   const w = wire === 'fp16' ? 2 : 4;
   const perIterationParams = s.dSteps * s.dParams + s.gParams;
-  return { down: workers * perIterationParams * w + s.dSteps * s.realRowBytes, up: s.shards * perIterationParams * w };
+  // Up: one gradient per aligned block a worker holds (PhaseRun's plan for equal workers), not one per shard.
+  return { down: workers * perIterationParams * w + s.dSteps * s.realRowBytes, up: gradientsPerPhase(s.shards, workers) * perIterationParams * w };
 }
 
 // ------------------------------------------------------------------ calibration
@@ -496,6 +499,24 @@ function markdown(meta: Record<string, unknown>, calibrations: Record<string, Ca
       `| ${r.cap} | ${r.wire} | ${r.workers} | ${r.iterationS.median.toFixed(3)}${r.status === 'truncated' ? ` (${r.iterations} it)` : ''} | ${r.model.predictedS.toFixed(3)} | ${r.model.ratio.toFixed(2)} | ${r.model.overlapBoundS.toFixed(3)} | ${r.model.computeS.toFixed(3)} | ${r.model.applyS.toFixed(3)} | ${r.model.downS.toFixed(3)} | ${r.model.upS.toFixed(3)} | ${r.codecS === undefined ? 'n/a' : r.codecS.toFixed(3)} | ${r.computePerShardMs} | ${r.frameMB.down} / ${r.frameMB.up} (${r.expectedMB.down} / ${r.expectedMB.up}) | ${r.linkMB.down} / ${r.linkMB.up} | ${pct(r.utilization.down)} / ${pct(r.utilization.up)} |`,
     );
   }
+  const ok = rows.filter((r) => r.status !== 'error');
+  if (ok.length > 0) {
+    const dSteps = Number(meta.dSteps);
+    const bpv = (wire: string) => (wire === 'fp16' ? 2 : 4);
+    const gradientMB = (wire: string) => ((dSteps * Number(meta.dParams) + Number(meta.gParams)) * bpv(wire)) / 1e6;
+    lines.push('', '## Bytes up per phase (issue #15)', '', `Frame MB the coordinator received per phase (per iteration / ${dSteps + 1} phases), against N x one gradient (the mean over the iteration's phases); target <= 1.05 x. S = ${meta.shards}.`, '', '| cap | wire | workers | MB up / phase | x N gradients | gradients planned |', '| --- | --- | --- | --- | --- | --- |');
+    for (const r of ok) lines.push(`| ${r.cap} | ${r.wire} | ${r.workers} | ${(r.frameMB.up / (dSteps + 1)).toFixed(3)} | ${(r.frameMB.up / (r.workers * gradientMB(r.wire))).toFixed(3)} | ${gradientsPerPhase(Number(meta.shards), r.workers)} |`);
+    lines.push('', '## Targets (issue #15)', '', '| target | measured | met |', '| --- | --- | --- |');
+    for (const cap of [...new Set(ok.map((r) => r.cap))]) {
+      for (const wire of [...new Set(ok.map((r) => r.wire))]) {
+        const one = ok.find((r) => r.cap === cap && r.wire === wire && r.workers === 1);
+        const three = ok.find((r) => r.cap === cap && r.wire === wire && r.workers === 3);
+        if (!one || !three) continue;
+        const x = three.iterationS.median / one.iterationS.median;
+        lines.push(`| ${cap} ${wire}: iteration time 3 workers < 1 worker | ${three.iterationS.median.toFixed(3)} s vs ${one.iterationS.median.toFixed(3)} s (${x.toFixed(3)} x) | ${x < 1 ? 'yes' : '**no**'} |`);
+      }
+    }
+  }
   const rowNotes = rows.flatMap((r) => [
     ...(r.warning ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.warning}`] : []),
     ...(r.duplicatedShards > 0 ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.duplicatedShards} shard(s) duplicated as stragglers`] : []),
@@ -514,7 +535,7 @@ const FLAGS: FlagTable = {
   dataset: { type: 'string', help: 'training data set', defaultText: 'mnist' },
   model: { type: 'string', help: 'model', defaultText: 'mlp-small' },
   'batch-size': { type: 'string', kind: 'int', help: 'global batch B', defaultText: '96' },
-  shards: { type: 'string', kind: 'int', help: 'shards S per batch (6: an even split for 1, 2 and 3 workers)', defaultText: '6' },
+  shards: { type: 'string', kind: 'int', help: 'shards S per batch', defaultText: `${DEFAULT_SHARDS} (the trainers' default)` },
   warmup: { type: 'string', kind: 'int', help: 'iterations dropped after all workers joined', defaultText: '3' },
   measure: { type: 'string', kind: 'int', help: 'iterations measured per configuration', defaultText: '12' },
   'run-timeout': { type: 'string', kind: 'number', help: 'seconds per configuration, start-up included (a run cut short keeps >= 3 measured iterations)', defaultText: '180' },
@@ -550,7 +571,7 @@ runMain(async () => {
     dataset: typeof v.dataset === 'string' ? v.dataset : 'mnist',
     model: typeof v.model === 'string' ? v.model : 'mlp-small',
     batchSize: int('batch-size', 96, 1),
-    shards: int('shards', 6, 1),
+    shards: int('shards', DEFAULT_SHARDS, 1),
     warmup: int('warmup', 3, 1),
     measure: int('measure', 12, 3),
     runTimeoutMs: int('run-timeout', 180, 30) * 1000,
@@ -588,6 +609,7 @@ runMain(async () => {
     training: `--dataset ${settings.dataset} --model ${settings.model} --batch-size ${settings.batchSize} --shards ${settings.shards} --backend wasm`,
     gParams: sizes.gParams,
     dParams: sizes.dParams,
+    shards: settings.shards,
     dSteps: sizes.dSteps,
     realRowBytes: sizes.realRowBytes,
     warmup: settings.warmup,
