@@ -14,7 +14,7 @@
  */
 import { createServer, connect, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { gradientsPerPhase, measuredWindows, minimumBytesPerIterationPerWorker, totalsByWorker, wireBytesPerIterationPerWorker, type ProgressLine } from '../bench/lib/accounting.ts';
+import { gradientsPerPhase, joinerShare, measuredWindows, upBytesPerPhase, minimumBytesPerIterationPerWorker, totalsByWorker, wireBytesPerIterationPerWorker, type ProgressLine } from '../bench/lib/accounting.ts';
 import { cleanup, eventsOf, makeTempDir, spawnCli, waitForEvent, waitForExit } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
@@ -100,6 +100,15 @@ describe('bench byte accounting', () => {
     for (const S of [16, 32, 64]) expect(gradientsPerPhase(S, 3), `S=${S}`).toBe(5);
     for (const S of [8, 16, 32, 64]) expect(gradientsPerPhase(S, 4), `S=${S}`).toBe(4);
     expect(gradientsPerPhase(3, 5)).toBe(3);
+    // Bytes up per phase: every worker's wireReceived in the window, per iteration and phase.
+    const line = { iteration: 4, workerBytes: [{ worker: 'a', sent: 0, received: 0, framesSent: 0, framesReceived: 0, wireSent: 10, wireReceived: 600 }, { worker: 'b', sent: 0, received: 0, framesSent: 0, framesReceived: 0, wireSent: 10, wireReceived: 600 }] };
+    expect(upBytesPerPhase({ line, iterations: 2 }, 3)).toBe(200);
+    // A joiner's share between two /status samples, against its speed-proportional share.
+    const from = { iteration: 3, done: { a: 100, j: 1 }, msPerShard: { a: 10, j: 50 } };
+    const to = { iteration: 9, done: { a: 180, j: 21 }, msPerShard: { a: 10, j: 30 } };
+    expect(joinerShare(from, to, 'j')).toEqual({ share: 0.2, expected: 0.25, shards: 20, total: 100 });
+    expect(joinerShare(from, { ...to, done: { a: 100, j: 1 } }, 'j')).toBeNull();
+    expect(joinerShare(from, to, 'nobody')).toBeNull();
     const m = minimumBytesPerIterationPerWorker({ params: { G: 100, D: 50 }, shards: 64, dSteps: 1, workers: 2, bytesPerValue: 4 });
     expect(m).toEqual({ down: 600, up: 600, total: 1200 });
   });
