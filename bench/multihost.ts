@@ -43,7 +43,7 @@ import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { DEFAULT_SHARDS, type GanOptions } from '../shared/config.ts';
-import { gradientsPerPhase } from './lib/accounting.ts';
+import { gradientsPerPhase, joinerShare, type ShardSample } from './lib/accounting.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
 import { BINS, killAll, makeTempDir, removeTempDirs, ROOT, spawnCli, waitForEvent, waitForEvents, type LogEvent, type Proc } from '../test/helpers/processes.ts';
@@ -461,9 +461,92 @@ async function runConfig(net: Network, cap: Cap, calibration: Calibration, wire:
   }
 }
 
+// ------------------------------------------------------------------ a joiner's share
+
+interface JoinRow {
+  cap: string;
+  wire: Wire;
+  fromIteration?: number;
+  toIteration?: number;
+  share?: number;
+  expected?: number;
+  shards?: number;
+  total?: number;
+  loadAverage: number[];
+  error?: string;
+}
+
+/** GET /status of the coordinator, from w1's namespace (the host has no route into the bridge). */
+function statusSample(net: Network, iteration: number): Promise<ShardSample> {
+  const url = `http://${net.hosts.coordinator.address}:${PORT}/status`;
+  const script = `fetch(${JSON.stringify(url)}).then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(String(e)); process.exit(1); })`;
+  const [cmd, ...prefix] = net.exec('w1');
+  return new Promise((ok, fail) => {
+    const child = spawn(cmd, [...prefix, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) return fail(new Error(`GET /status failed (${code}): ${err.slice(0, 200)}`));
+      try {
+        const st = JSON.parse(out) as { workers: { id: string; shardsDone: number; msPerShard: number }[] };
+        const sample: ShardSample = { iteration, done: {}, msPerShard: {} };
+        for (const w of st.workers) {
+          sample.done[w.id] = w.shardsDone;
+          sample.msPerShard[w.id] = w.msPerShard;
+        }
+        ok(sample);
+      } catch (e) {
+        fail(e as Error);
+      }
+    });
+  });
+}
+
+/**
+ * Coordinator + worker w1; after the warm-up w2 joins. Its share of the shards done from the
+ * first iteration that starts after it is listed (>= 2 phases after its welcome) over the next
+ * `measure` iterations, against its speed-proportional share (/status, read from w1's namespace).
+ */
+async function runJoin(net: Network, cap: Cap, wire: Wire, s: RunSettings, label: string): Promise<JoinRow> {
+  const runDir = makeTempDir('gan-bench-mh-join-');
+  const row: JoinRow = { cap: cap.label, wire, loadAverage: [] };
+  const coordArgs = ['--dataset', s.dataset, '--model', s.model, '--batch-size', String(s.batchSize), '--shards', String(s.shards), '--iterations', '100000000', '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--log-every', '1', '--status-interval', '3600', '--straggler-min-ms', '600000', '--backend', 'wasm', ...(wire === 'fp16' ? ['--wire', 'fp16'] : [])];
+  const coordinator = spawnCli('coordinator', coordArgs, { prefix: net.exec('coordinator'), env: { GAN_TOKEN: TOKEN }, name: `coordinator (${label})` });
+  const worker = (host: string) => spawnCli('worker', ['--coordinator', `ws://${net.hosts.coordinator.address}:${PORT}`, '--id', host, '--backend', 'wasm'], { prefix: net.exec(host), env: { GAN_TOKEN: TOKEN }, name: `worker ${host} (${label})` });
+  const atIteration = (it: number) => (e: LogEvent) => e.event === 'progress' && Number(e.iteration) >= it;
+  const last = () => Number(coordinator.events.filter((e) => e.event === 'progress').at(-1)?.iteration ?? 0);
+  try {
+    await waitForEvent(coordinator, 'listening', START_MS);
+    worker('w1');
+    await waitForEvents(coordinator, 'worker_joined', 1, START_MS);
+    await waitForEvent(coordinator, atIteration(last() + s.warmup), s.runTimeoutMs);
+    say(`  ${label}: w2 joins at iteration ${last()}`);
+    worker('w2');
+    await waitForEvents(coordinator, 'worker_joined', 2, START_MS);
+    const listed = last();
+    const from = await statusSample(net, (await waitForEvent(coordinator, atIteration(listed + 1), s.runTimeoutMs)).iteration as number);
+    const endEvent = await waitForEvent(coordinator, atIteration(from.iteration + s.measure), s.runTimeoutMs);
+    const to = await statusSample(net, endEvent.iteration as number);
+    const js = joinerShare(from, to, 'w2');
+    Object.assign(row, { fromIteration: from.iteration, toIteration: to.iteration, ...(js ?? { error: 'no shards done after the join' }) });
+    say(`  ${label}: w2 did ${row.shards}/${row.total} shards from iteration ${from.iteration} to ${to.iteration}: ${((row.share ?? NaN) * 100).toFixed(1)}% vs ${((row.expected ?? NaN) * 100).toFixed(1)}% speed-proportional`);
+  } catch (err) {
+    row.error = (err as Error).message.split('\n')[0];
+    say(`  ${label}: error: ${row.error}`);
+  } finally {
+    row.loadAverage = loadavg().map((x) => round(x, 2));
+    await killAll(10_000);
+  }
+  return row;
+}
+
 // ------------------------------------------------------------------ report
 
-function markdown(meta: Record<string, unknown>, calibrations: Record<string, Calibration>, rows: Row[], notes: string[]): string {
+function markdown(meta: Record<string, unknown>, calibrations: Record<string, Calibration>, rows: Row[], notes: string[], joins: JoinRow[] = []): string {
   const mbit = (bytesPerSec: number) => ((bytesPerSec * 8) / 1e6).toFixed(1);
   const lines = [
     `# Multi-host bench, ${meta.date}`,
@@ -517,6 +600,12 @@ function markdown(meta: Record<string, unknown>, calibrations: Record<string, Ca
       }
     }
   }
+  if (joins.length > 0) {
+    lines.push('', "## A joiner's share (issue #15)", '', 'Coordinator + w1; w2 joins after the warm-up; its share of the shards done from the first iteration after it is listed (>= 2 phases after its welcome), against its speed-proportional share; target: within 25%.', '', '| cap | wire | iterations | w2 shards / all | share | speed-proportional | ratio | load |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const j of joins) {
+      lines.push(j.error ? `| ${j.cap} | ${j.wire} | error: ${j.error.slice(0, 120)} | | | | | ${j.loadAverage.join(' ')} |` : `| ${j.cap} | ${j.wire} | ${j.fromIteration}-${j.toIteration} | ${j.shards} / ${j.total} | ${(100 * j.share!).toFixed(1)}% | ${(100 * j.expected!).toFixed(1)}% | ${(j.share! / j.expected!).toFixed(3)} x${Math.abs(j.share! / j.expected! - 1) <= 0.25 ? '' : ' (**missed**)'} | ${j.loadAverage.join(' ')} |`);
+    }
+  }
   const rowNotes = rows.flatMap((r) => [
     ...(r.warning ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.warning}`] : []),
     ...(r.duplicatedShards > 0 ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.duplicatedShards} shard(s) duplicated as stragglers`] : []),
@@ -531,6 +620,7 @@ function markdown(meta: Record<string, unknown>, calibrations: Record<string, Ca
 const FLAGS: FlagTable = {
   caps: { type: 'string', help: 'comma-separated tbf rates on the coordinator\'s link (e.g. 100mbit,1gbit) or none', defaultText: '100mbit,1gbit,none' },
   workers: { type: 'string', help: 'comma-separated worker counts, each 1-3', defaultText: '1,2,3' },
+  'no-join': { type: 'boolean', help: "skip the joiner's-share run (w2 joining w1) after each cap's configurations" },
   wire: { type: 'string', help: "fp32, fp16, fp32,fp16, or auto (fp32, plus fp16 if gan-coordinator accepts --wire)", defaultText: 'auto' },
   dataset: { type: 'string', help: 'training data set', defaultText: 'mnist' },
   model: { type: 'string', help: 'model', defaultText: 'mlp-small' },
@@ -620,13 +710,14 @@ runMain(async () => {
     workerCounts,
   };
   const rows: Row[] = [];
+  const joins: JoinRow[] = [];
   const calibrations: Record<string, Calibration> = {};
   const write = () => {
     meta.loadAtEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
     mkdirSync(outDir, { recursive: true });
     const base = join(outDir, `multihost-${date}`);
-    writeFileSync(`${base}.json`, JSON.stringify({ ...meta, notes, calibrations, rows }, null, 2) + '\n');
-    writeFileSync(`${base}.md`, markdown(meta, calibrations, rows, notes));
+    writeFileSync(`${base}.json`, JSON.stringify({ ...meta, notes, calibrations, rows, joins }, null, 2) + '\n');
+    writeFileSync(`${base}.md`, markdown(meta, calibrations, rows, notes, joins));
     return base;
   };
 
@@ -682,6 +773,11 @@ runMain(async () => {
           }
           write(); // after every configuration, so a long bench leaves partial results
         }
+      }
+      if (v['no-join'] !== true) {
+        joins.push(await runJoin(net, cap, wires[0], settings, `[join ${cap.label} ${wires[0]}]`));
+        if (stopping) return 130;
+        write();
       }
     }
   } finally {
