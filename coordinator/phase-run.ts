@@ -251,27 +251,30 @@ export class PhaseRun<W extends Assignee> {
       if (v === undefined) blocksMemo.set(key, (v = planBlocks(ids.slice(a, b), shards, this.verified).length));
       return v;
     };
-    interface Best { blocks: number; span: number; moved: number; counts: number[] }
+    const lo = active.map((i) => Math.max(1, Math.ceil((1 - slack) * counts[i])));
+    const hi = active.map((i) => Math.max(counts[i], Math.floor(((1 + slack) * makespan) / ms(i))));
+    // Bounded work (a planning step must stay cheap): skip aligning huge phases.
+    if ((n + 1) * active.reduce((a, _, j) => a + hi[j] - lo[j] + 1, 0) > 2_000_000) return;
+    /** Best way to give the first j workers positions [0, p): per layer, by p. */
+    interface Best { blocks: number; span: number; moved: number; count: number; prev: Best | null }
     const better = (x: Best, y: Best | undefined) =>
       !y || x.blocks < y.blocks || (x.blocks === y.blocks && (x.span < y.span || (x.span === y.span && x.moved < y.moved)));
-    let layer = new Map<number, Best>([[0, { blocks: 0, span: 0, moved: 0, counts: [] }]]);
+    let layer = new Map<number, Best>([[0, { blocks: 0, span: 0, moved: 0, count: 0, prev: null }]]);
     active.forEach((i, j) => {
-      const lo = Math.max(1, Math.ceil((1 - slack) * counts[i]));
-      const hi = Math.max(counts[i], Math.floor(((1 + slack) * makespan) / ms(i)));
       const next = new Map<number, Best>();
+      const last = j === active.length - 1;
       for (const [p, b] of layer) {
-        const last = j === active.length - 1;
-        for (let c = lo; c <= hi && p + c <= n; c++) {
+        for (let c = lo[j]; c <= hi[j] && p + c <= n; c++) {
           if (last && p + c !== n) continue;
-          const cand: Best = { blocks: b.blocks + blocks(p, p + c), span: Math.max(b.span, c * ms(i)), moved: b.moved + Math.abs(c - counts[i]), counts: [...b.counts, c] };
+          const cand: Best = { blocks: b.blocks + blocks(p, p + c), span: Math.max(b.span, c * ms(i)), moved: b.moved + Math.abs(c - counts[i]), count: c, prev: b };
           if (better(cand, next.get(p + c))) next.set(p + c, cand);
         }
       }
       layer = next;
     });
-    const best = layer.get(n);
+    let best = layer.get(n);
     if (!best) return; // unreachable: the proportional counts themselves are a solution
-    active.forEach((i, j) => (counts[i] = best.counts[j]));
+    for (let j = active.length - 1; j >= 0 && best; j--, best = best.prev ?? undefined) counts[active[j]] = best.count;
   }
 
   /**
