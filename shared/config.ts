@@ -110,6 +110,13 @@ export interface GanOptions {
   gEma?: number;
 }
 
+/**
+ * Micro-shards per minibatch when --shards is not given: enough for 16 workers to share a phase
+ * and for fine-grained load balancing, while workers send one summed gradient per aligned block
+ * they hold (shared/tree-sum.ts), so bytes up do not grow with it (docs/performance.md).
+ */
+export const DEFAULT_SHARDS = 16;
+
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
 /** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
 export const MLP2D_DEFAULT_WIDTH = 64;
@@ -173,7 +180,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       seed: opts.seed ?? 1,
       dataset,
       batchSize: opts.batchSize ?? 64,
-      shards: opts.shards ?? 4,
+      shards: opts.shards ?? DEFAULT_SHARDS,
       dSteps: opts.dSteps ?? 1,
       iterations: opts.iterations ?? 1000,
       ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),

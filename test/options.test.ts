@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LocalTrainer } from '../coordinator/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { GAN_FLAGS, ganOptionsFrom, parseFlags } from '../shared/cli.ts';
-import { mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
+import { DEFAULT_SHARDS, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../shared/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { buildModels } from '../shared/models.ts';
@@ -112,6 +112,14 @@ describe('presets', () => {
       const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : preset.dataset === 'fashion' ? { ...mnist, spec: 'fashion' } : loadDataSource(preset.dataset ?? 'mnist');
       expect(() => resolveConfig(preset, source), name).not.toThrow();
     }
+  });
+
+  it('no preset forces a single shard (issue #15): a second worker always has work', () => {
+    for (const [name, preset] of Object.entries(PRESETS)) {
+      const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : loadDataSource(preset.dataset ?? 'mnist');
+      expect(resolveConfig(preset, source).train.shards, name).toBeGreaterThanOrEqual(2);
+    }
+    expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(DEFAULT_SHARDS);
   });
 
   it('--preset fills in its settings, an explicit flag beside it wins, an unknown name is UNKNOWN_PRESET', () => {
