@@ -19,7 +19,8 @@
  *           step, weight broadcast call).
  *   L_down  bytes the coordinator's eth0 sent per iteration (Ethernet frames: payload + TCP/IP
  *           and Ethernet headers), mostly the changed net x N workers plus the real rows.
- *   L_up    bytes its eth0 received per iteration, mostly one gradient per shard.
+ *   L_up    bytes its eth0 received per iteration, mostly one gradient per aligned block of the
+ *           shards a worker holds (about one per worker, flat in S: issue #15).
  *   R       the tbf rate (bytes/s, each direction), or with no cap the rate a bulk TCP transfer
  *           reached over the same veth (the calibration at the start of each cap).
  *
@@ -41,7 +42,8 @@ import { cpus, getPriority, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import type { GanOptions } from '../shared/config.ts';
+import { DEFAULT_SHARDS, type GanOptions } from '../shared/config.ts';
+import { gradientsPerPhase, joinerShare, type ShardSample } from './lib/accounting.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
 import { BINS, killAll, makeTempDir, removeTempDirs, ROOT, spawnCli, waitForEvent, waitForEvents, type LogEvent, type Proc } from '../test/helpers/processes.ts';
@@ -194,7 +196,8 @@ async function modelSizes(opts: { dataset: string; model: string; batchSize: num
 function expectedBytes(s: Sizes, workers: number, wire: Wire): { down: number; up: number } {
   const w = wire === 'fp16' ? 2 : 4;
   const perIterationParams = s.dSteps * s.dParams + s.gParams;
-  return { down: workers * perIterationParams * w + s.dSteps * s.realRowBytes, up: s.shards * perIterationParams * w };
+  // Up: one gradient per aligned block a worker holds (PhaseRun's plan for equal workers), not one per shard.
+  return { down: workers * perIterationParams * w + s.dSteps * s.realRowBytes, up: gradientsPerPhase(s.shards, workers) * perIterationParams * w };
 }
 
 // ------------------------------------------------------------------ calibration
@@ -458,9 +461,92 @@ async function runConfig(net: Network, cap: Cap, calibration: Calibration, wire:
   }
 }
 
+// ------------------------------------------------------------------ a joiner's share
+
+interface JoinRow {
+  cap: string;
+  wire: Wire;
+  fromIteration?: number;
+  toIteration?: number;
+  share?: number;
+  expected?: number;
+  shards?: number;
+  total?: number;
+  loadAverage: number[];
+  error?: string;
+}
+
+/** GET /status of the coordinator, from w1's namespace (the host has no route into the bridge). */
+function statusSample(net: Network, iteration: number): Promise<ShardSample> {
+  const url = `http://${net.hosts.coordinator.address}:${PORT}/status`;
+  const script = `fetch(${JSON.stringify(url)}).then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(String(e)); process.exit(1); })`;
+  const [cmd, ...prefix] = net.exec('w1');
+  return new Promise((ok, fail) => {
+    const child = spawn(cmd, [...prefix, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) return fail(new Error(`GET /status failed (${code}): ${err.slice(0, 200)}`));
+      try {
+        const st = JSON.parse(out) as { workers: { id: string; shardsDone: number; msPerShard: number }[] };
+        const sample: ShardSample = { iteration, done: {}, msPerShard: {} };
+        for (const w of st.workers) {
+          sample.done[w.id] = w.shardsDone;
+          sample.msPerShard[w.id] = w.msPerShard;
+        }
+        ok(sample);
+      } catch (e) {
+        fail(e as Error);
+      }
+    });
+  });
+}
+
+/**
+ * Coordinator + worker w1; after the warm-up w2 joins. Its share of the shards done from the
+ * first iteration that starts after it is listed (>= 2 phases after its welcome) over the next
+ * `measure` iterations, against its speed-proportional share (/status, read from w1's namespace).
+ */
+async function runJoin(net: Network, cap: Cap, wire: Wire, s: RunSettings, label: string): Promise<JoinRow> {
+  const runDir = makeTempDir('gan-bench-mh-join-');
+  const row: JoinRow = { cap: cap.label, wire, loadAverage: [] };
+  const coordArgs = ['--dataset', s.dataset, '--model', s.model, '--batch-size', String(s.batchSize), '--shards', String(s.shards), '--iterations', '100000000', '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--log-every', '1', '--status-interval', '3600', '--straggler-min-ms', '600000', '--backend', 'wasm', ...(wire === 'fp16' ? ['--wire', 'fp16'] : [])];
+  const coordinator = spawnCli('coordinator', coordArgs, { prefix: net.exec('coordinator'), env: { GAN_TOKEN: TOKEN }, name: `coordinator (${label})` });
+  const worker = (host: string) => spawnCli('worker', ['--coordinator', `ws://${net.hosts.coordinator.address}:${PORT}`, '--id', host, '--backend', 'wasm'], { prefix: net.exec(host), env: { GAN_TOKEN: TOKEN }, name: `worker ${host} (${label})` });
+  const atIteration = (it: number) => (e: LogEvent) => e.event === 'progress' && Number(e.iteration) >= it;
+  const last = () => Number(coordinator.events.filter((e) => e.event === 'progress').at(-1)?.iteration ?? 0);
+  try {
+    await waitForEvent(coordinator, 'listening', START_MS);
+    worker('w1');
+    await waitForEvents(coordinator, 'worker_joined', 1, START_MS);
+    await waitForEvent(coordinator, atIteration(last() + s.warmup), s.runTimeoutMs);
+    say(`  ${label}: w2 joins at iteration ${last()}`);
+    worker('w2');
+    await waitForEvents(coordinator, 'worker_joined', 2, START_MS);
+    const listed = last();
+    const from = await statusSample(net, (await waitForEvent(coordinator, atIteration(listed + 1), s.runTimeoutMs)).iteration as number);
+    const endEvent = await waitForEvent(coordinator, atIteration(from.iteration + s.measure), s.runTimeoutMs);
+    const to = await statusSample(net, endEvent.iteration as number);
+    const js = joinerShare(from, to, 'w2');
+    Object.assign(row, { fromIteration: from.iteration, toIteration: to.iteration, ...(js ?? { error: 'no shards done after the join' }) });
+    say(`  ${label}: w2 did ${row.shards}/${row.total} shards from iteration ${from.iteration} to ${to.iteration}: ${((row.share ?? NaN) * 100).toFixed(1)}% vs ${((row.expected ?? NaN) * 100).toFixed(1)}% speed-proportional`);
+  } catch (err) {
+    row.error = (err as Error).message.split('\n')[0];
+    say(`  ${label}: error: ${row.error}`);
+  } finally {
+    row.loadAverage = loadavg().map((x) => round(x, 2));
+    await killAll(10_000);
+  }
+  return row;
+}
+
 // ------------------------------------------------------------------ report
 
-function markdown(meta: Record<string, unknown>, calibrations: Record<string, Calibration>, rows: Row[], notes: string[]): string {
+function markdown(meta: Record<string, unknown>, calibrations: Record<string, Calibration>, rows: Row[], notes: string[], joins: JoinRow[] = []): string {
   const mbit = (bytesPerSec: number) => ((bytesPerSec * 8) / 1e6).toFixed(1);
   const lines = [
     `# Multi-host bench, ${meta.date}`,
@@ -496,6 +582,30 @@ function markdown(meta: Record<string, unknown>, calibrations: Record<string, Ca
       `| ${r.cap} | ${r.wire} | ${r.workers} | ${r.iterationS.median.toFixed(3)}${r.status === 'truncated' ? ` (${r.iterations} it)` : ''} | ${r.model.predictedS.toFixed(3)} | ${r.model.ratio.toFixed(2)} | ${r.model.overlapBoundS.toFixed(3)} | ${r.model.computeS.toFixed(3)} | ${r.model.applyS.toFixed(3)} | ${r.model.downS.toFixed(3)} | ${r.model.upS.toFixed(3)} | ${r.codecS === undefined ? 'n/a' : r.codecS.toFixed(3)} | ${r.computePerShardMs} | ${r.frameMB.down} / ${r.frameMB.up} (${r.expectedMB.down} / ${r.expectedMB.up}) | ${r.linkMB.down} / ${r.linkMB.up} | ${pct(r.utilization.down)} / ${pct(r.utilization.up)} |`,
     );
   }
+  const ok = rows.filter((r) => r.status !== 'error');
+  if (ok.length > 0) {
+    const dSteps = Number(meta.dSteps);
+    const bpv = (wire: string) => (wire === 'fp16' ? 2 : 4);
+    const gradientMB = (wire: string) => ((dSteps * Number(meta.dParams) + Number(meta.gParams)) * bpv(wire)) / 1e6;
+    lines.push('', '## Bytes up per phase (issue #15)', '', `Frame MB the coordinator received per phase (per iteration / ${dSteps + 1} phases), against N x one gradient (the mean over the iteration's phases); target <= 1.05 x. S = ${meta.shards}.`, '', '| cap | wire | workers | MB up / phase | x N gradients | gradients planned |', '| --- | --- | --- | --- | --- | --- |');
+    for (const r of ok) lines.push(`| ${r.cap} | ${r.wire} | ${r.workers} | ${(r.frameMB.up / (dSteps + 1)).toFixed(3)} | ${(r.frameMB.up / (r.workers * gradientMB(r.wire))).toFixed(3)} | ${gradientsPerPhase(Number(meta.shards), r.workers)} |`);
+    lines.push('', '## Targets (issue #15)', '', '| target | measured | met |', '| --- | --- | --- |');
+    for (const cap of [...new Set(ok.map((r) => r.cap))]) {
+      for (const wire of [...new Set(ok.map((r) => r.wire))]) {
+        const one = ok.find((r) => r.cap === cap && r.wire === wire && r.workers === 1);
+        const three = ok.find((r) => r.cap === cap && r.wire === wire && r.workers === 3);
+        if (!one || !three) continue;
+        const x = three.iterationS.median / one.iterationS.median;
+        lines.push(`| ${cap} ${wire}: iteration time 3 workers < 1 worker | ${three.iterationS.median.toFixed(3)} s vs ${one.iterationS.median.toFixed(3)} s (${x.toFixed(3)} x) | ${x < 1 ? 'yes' : '**no**'} |`);
+      }
+    }
+  }
+  if (joins.length > 0) {
+    lines.push('', "## A joiner's share (issue #15)", '', 'Coordinator + w1; w2 joins after the warm-up; its share of the shards done from the first iteration after it is listed (>= 2 phases after its welcome), against its speed-proportional share; target: within 25%.', '', '| cap | wire | iterations | w2 shards / all | share | speed-proportional | ratio | load |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const j of joins) {
+      lines.push(j.error ? `| ${j.cap} | ${j.wire} | error: ${j.error.slice(0, 120)} | | | | | ${j.loadAverage.join(' ')} |` : `| ${j.cap} | ${j.wire} | ${j.fromIteration}-${j.toIteration} | ${j.shards} / ${j.total} | ${(100 * j.share!).toFixed(1)}% | ${(100 * j.expected!).toFixed(1)}% | ${(j.share! / j.expected!).toFixed(3)} x${Math.abs(j.share! / j.expected! - 1) <= 0.25 ? '' : ' (**missed**)'} | ${j.loadAverage.join(' ')} |`);
+    }
+  }
   const rowNotes = rows.flatMap((r) => [
     ...(r.warning ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.warning}`] : []),
     ...(r.duplicatedShards > 0 ? [`${r.cap} ${r.wire} ${r.workers} workers: ${r.duplicatedShards} shard(s) duplicated as stragglers`] : []),
@@ -510,11 +620,12 @@ function markdown(meta: Record<string, unknown>, calibrations: Record<string, Ca
 const FLAGS: FlagTable = {
   caps: { type: 'string', help: 'comma-separated tbf rates on the coordinator\'s link (e.g. 100mbit,1gbit) or none', defaultText: '100mbit,1gbit,none' },
   workers: { type: 'string', help: 'comma-separated worker counts, each 1-3', defaultText: '1,2,3' },
+  'no-join': { type: 'boolean', help: "skip the joiner's-share run (w2 joining w1) after each cap's configurations" },
   wire: { type: 'string', help: "fp32, fp16, fp32,fp16, or auto (fp32, plus fp16 if gan-coordinator accepts --wire)", defaultText: 'auto' },
   dataset: { type: 'string', help: 'training data set', defaultText: 'mnist' },
   model: { type: 'string', help: 'model', defaultText: 'mlp-small' },
   'batch-size': { type: 'string', kind: 'int', help: 'global batch B', defaultText: '96' },
-  shards: { type: 'string', kind: 'int', help: 'shards S per batch (6: an even split for 1, 2 and 3 workers)', defaultText: '6' },
+  shards: { type: 'string', kind: 'int', help: 'shards S per batch', defaultText: `${DEFAULT_SHARDS} (the trainers' default)` },
   warmup: { type: 'string', kind: 'int', help: 'iterations dropped after all workers joined', defaultText: '3' },
   measure: { type: 'string', kind: 'int', help: 'iterations measured per configuration', defaultText: '12' },
   'run-timeout': { type: 'string', kind: 'number', help: 'seconds per configuration, start-up included (a run cut short keeps >= 3 measured iterations)', defaultText: '180' },
@@ -550,7 +661,7 @@ runMain(async () => {
     dataset: typeof v.dataset === 'string' ? v.dataset : 'mnist',
     model: typeof v.model === 'string' ? v.model : 'mlp-small',
     batchSize: int('batch-size', 96, 1),
-    shards: int('shards', 6, 1),
+    shards: int('shards', DEFAULT_SHARDS, 1),
     warmup: int('warmup', 3, 1),
     measure: int('measure', 12, 3),
     runTimeoutMs: int('run-timeout', 180, 30) * 1000,
@@ -588,6 +699,7 @@ runMain(async () => {
     training: `--dataset ${settings.dataset} --model ${settings.model} --batch-size ${settings.batchSize} --shards ${settings.shards} --backend wasm`,
     gParams: sizes.gParams,
     dParams: sizes.dParams,
+    shards: settings.shards,
     dSteps: sizes.dSteps,
     realRowBytes: sizes.realRowBytes,
     warmup: settings.warmup,
@@ -598,13 +710,14 @@ runMain(async () => {
     workerCounts,
   };
   const rows: Row[] = [];
+  const joins: JoinRow[] = [];
   const calibrations: Record<string, Calibration> = {};
   const write = () => {
     meta.loadAtEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
     mkdirSync(outDir, { recursive: true });
     const base = join(outDir, `multihost-${date}`);
-    writeFileSync(`${base}.json`, JSON.stringify({ ...meta, notes, calibrations, rows }, null, 2) + '\n');
-    writeFileSync(`${base}.md`, markdown(meta, calibrations, rows, notes));
+    writeFileSync(`${base}.json`, JSON.stringify({ ...meta, notes, calibrations, rows, joins }, null, 2) + '\n');
+    writeFileSync(`${base}.md`, markdown(meta, calibrations, rows, notes, joins));
     return base;
   };
 
@@ -660,6 +773,11 @@ runMain(async () => {
           }
           write(); // after every configuration, so a long bench leaves partial results
         }
+      }
+      if (v['no-join'] !== true) {
+        joins.push(await runJoin(net, cap, wires[0], settings, `[join ${cap.label} ${wires[0]}]`));
+        if (stopping) return 130;
+        write();
       }
     }
   } finally {

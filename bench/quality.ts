@@ -11,6 +11,7 @@
  *   ring8   8/8 modes and >= 90% high-quality samples (2,500 samples)
  *   grid25  >= 24/25 modes and >= 85% high-quality samples (2,500 samples)
  *   mnist   Inception Score >= 8.5 (classifier-based; 1,000 samples)
+ *   fashion none yet (run `fashion`: Fashion-MNIST, figures only)
  *
  *   npm run bench:quality                                   # the recommended settings, 15 min each
  *   npm run bench:quality -- --minutes 2 --runs ring8       # a short check
@@ -33,7 +34,7 @@ import { ConfigError } from '../shared/errors.ts';
 import { BINS, kill, ROOT, spawnCli, waitForEvent, waitForExit, type CliName, type Proc } from '../test/helpers/processes.ts';
 
 
-type Dataset = 'ring8' | 'grid25' | 'mnist';
+type Dataset = 'ring8' | 'grid25' | 'mnist' | 'fashion';
 
 interface Variant {
   name: string;
@@ -164,6 +165,15 @@ export const VARIANTS: Variant[] = [
     note: 'unconditional dcgan (the mnist-dcgan preset: batch 64 in 2 shards, Adam 5e-4 beta1 0.5, label smoothing 0.1, --g-ema 0.999)',
   },
   {
+    name: 'fashion',
+    dataset: 'fashion',
+    args: ['--preset', 'fashion'],
+    evalEvery: 200,
+    evalSamples: 1000,
+    recommended: false,
+    note: "Fashion-MNIST (Debian's dataset-fashion-mnist), the fashion preset: unconditional mlp-small, Adam 1e-3, label smoothing 0.1, --g-ema 0.999; scored with models/classifier-fashion/",
+  },
+  {
     name: 'mnist-dcgan-lr2e-4',
     dataset: 'mnist',
     args: ['--preset', 'mnist-dcgan', '--lr', '2e-4'],
@@ -180,6 +190,8 @@ export const TARGETS: Record<Dataset, { text: string; met: (m: Metrics) => boole
   ring8: { text: '8/8 modes, >= 90% high quality', met: (m) => m.modesCaptured === 8 && (m.highQuality ?? 0) >= 0.9 },
   grid25: { text: '>= 24/25 modes, >= 85% high quality', met: (m) => (m.modesCaptured ?? 0) >= 24 && (m.highQuality ?? 0) >= 0.85 },
   mnist: { text: 'Inception Score >= 8.5', met: (m) => (m.inceptionScore ?? 0) >= 8.5 },
+  // No target yet: the run records IS, Fréchet distance and class balance against time.
+  fashion: { text: 'none (figures only)', met: () => false },
 };
 
 /** spawnCli, with every log line stamped with the time it arrived (the series' wall-clock axis). */
@@ -362,11 +374,19 @@ async function runOne(v: Variant, minutes: number, workers: number, keepRuns: bo
   return rec;
 }
 
+/** The class histogram's balance: max/min class share (target <= 1.5), or the missing class. */
+function classText(m: Metrics): string {
+  if (typeof m.classMinShare !== 'number') return '';
+  const real = typeof m.classMaxMinReal === 'number' ? ` (real ${m.classMaxMinReal.toFixed(2)})` : '';
+  if (m.classMinShare === 0) return `, classes max/min inf: a class missing${real}`;
+  return `, classes max/min ${typeof m.classMaxMin === 'number' ? m.classMaxMin.toFixed(2) : 'n/a'}${real}`;
+}
+
 function summarize(ds: Dataset, m: Metrics): string {
   const pct = (x: number | null | undefined) => (typeof x !== 'number' ? 'n/a' : `${(100 * x).toFixed(1)}%`);
-  if (ds === 'mnist') {
+  if (ds === 'mnist' || ds === 'fashion') {
     const acc = m.labelAccuracy !== undefined ? `, label acc ${pct(m.labelAccuracy)} (real ${pct(m.labelAccuracyReal)})` : '';
-    return `IS ${m.inceptionScore?.toFixed(2)} (real ${m.inceptionScoreReal?.toFixed(2)}), FD ${m.frechetDistance?.toFixed(2)} (real ${m.frechetDistanceReal?.toFixed(2)})${acc}`;
+    return `IS ${m.inceptionScore?.toFixed(2)} (real ${m.inceptionScoreReal?.toFixed(2)}), FD ${m.frechetDistance?.toFixed(2)} (real ${m.frechetDistanceReal?.toFixed(2)})${acc}${classText(m)}`;
   }
   return `modes ${m.modesCaptured}/${m.modes}, high quality ${pct(m.highQuality ?? null)}, reverse KL ${typeof m.reverseKl === 'number' ? m.reverseKl.toFixed(3) : 'n/a'}`;
 }

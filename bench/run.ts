@@ -16,6 +16,12 @@
  *
  * Targets (issue #7): 1 worker >= 0.90 x single process; 2 workers >= 1.6 x 1 worker (2 cores);
  * bytes per iteration per worker <= 1.1 x the minimum; coordinator work <= 10% of an iteration.
+ * Issue #15 raises the first to 0.95 x (at batch 64, default shards) and adds two figures:
+ *   - bytes up per phase against N and S (--sweep-shards x --sweep-workers, a few iterations
+ *     each): all workers' bytes to the coordinator per phase against N x one gradient; flat in S;
+ *   - a joiner's share (--no-join skips it): coordinator + 1 worker, a second worker joins after
+ *     the warm-up; its share of the shards done from the second phase after its welcome on,
+ *     from /status, against its speed-proportional share (target: within 25%).
  * Then (unless --no-quality) bench/wire-quality.ts trains ring8 with --wire fp32 and fp16 on the
  * same seeds (single process, a few minutes) and its quality table is added to the results.
  *
@@ -39,8 +45,12 @@ import { GanReplica } from '../shared/replica.ts';
 import {
   measuredWindows,
   median,
+  gradientsPerPhase,
+  joinerShare,
   minimumBytesPerIterationPerWorker,
   payloadBytesPerIterationPerWorker,
+  upBytesPerPhase,
+  type ShardSample,
   splitOf,
   wireBytesPerIterationPerWorker,
   type ProgressLine,
@@ -51,6 +61,7 @@ import { wireQuality, type WireQualityResult } from './wire-quality.ts';
 
 type ModeName = 'single' | '1' | '2';
 const MODE_LABEL: Record<ModeName, string> = { single: 'single process', '1': 'coordinator + 1 worker', '2': 'coordinator + 2 workers' };
+const labelOf = (mode: string): string => MODE_LABEL[mode as ModeName] ?? `coordinator + ${mode} workers`;
 
 /** Training flags passed through to gan-train and gan-coordinator (not --iterations: the bench decides). */
 const TRAINING_FLAGS: FlagTable = Object.fromEntries(Object.entries(GAN_FLAGS).filter(([k]) => k !== 'iterations'));
@@ -65,6 +76,9 @@ const FLAGS: FlagTable = {
   'no-quality': { type: 'boolean', help: 'skip the ring8 --wire fp32 vs fp16 quality comparison (bench/wire-quality.ts, single-process, a few minutes)' },
   'quality-seeds': { type: 'string', help: 'seeds of the quality comparison (each trained with fp32 and fp16)', defaultText: '1,2,3' },
   'quality-iterations': { type: 'string', kind: 'int', help: 'iterations per quality run', defaultText: '3000 (the ring8 preset)' },
+  'sweep-shards': { type: 'string', help: "shard counts of the bytes-up sweep, comma-separated ('none' skips it)", defaultText: '4,16,64' },
+  'sweep-workers': { type: 'string', help: 'worker counts of the bytes-up sweep', defaultText: '1,2,3' },
+  'no-join': { type: 'boolean', help: "skip the joiner's-share run" },
   'node-args': { type: 'string', help: "extra node/V8 flags for every process, space-separated (e.g. '--heap-growing-percent=0' for V8's default GC heuristics)" },
   out: { type: 'string', help: 'results directory', defaultText: 'bench/results' },
   'keep-runs': { type: 'boolean', help: 'keep the temporary run directories (printed)' },
@@ -182,12 +196,12 @@ async function runMode(mode: ModeName, common: string[], backend: string, warmup
     if (workers > 0 && e.workers !== workers) return;
     eligible++;
     if (eligible === warmup) {
-      say(`  ${MODE_LABEL[mode]}: warm-up done (${warmup} iterations)`);
+      say(`  ${labelOf(mode)}: warm-up done (${warmup} iterations)`);
       for (const p of procs) cpuAtStart.set(p, cpuSeconds(p.child.pid));
     }
     else if (eligible > warmup && (eligible - warmup) % 10 === 0) {
       const recent = run.lines.slice(-10).map((l) => l.samplesPerSec as number);
-      say(`  ${MODE_LABEL[mode]}: ${eligible - warmup}/${count} measured iterations, ${fmt(median(recent))} samples/s (median of the last 10)`);
+      say(`  ${labelOf(mode)}: ${eligible - warmup}/${count} measured iterations, ${fmt(median(recent))} samples/s (median of the last 10)`);
     }
     if (eligible >= needed) {
       for (const p of procs) {
@@ -204,7 +218,7 @@ async function runMode(mode: ModeName, common: string[], backend: string, warmup
       if (eligible < needed) settle(new Error(`${p.name} exited (code ${code}) after ${eligible} of ${needed} iterations; last stderr: ${p.stderr.slice(-5).join(' | ') || '(none)'}`));
     });
   };
-  const timer = setTimeout(() => settle(new Error(`${MODE_LABEL[mode]}: only ${eligible} of ${needed} iterations within ${Math.round(limitMs / 1000)} s`)), limitMs);
+  const timer = setTimeout(() => settle(new Error(`${labelOf(mode)}: only ${eligible} of ${needed} iterations within ${Math.round(limitMs / 1000)} s`)), limitMs);
   try {
     const args = [...common, '--iterations', '1000000', '--log-every', '1', '--sample-every', '0', '--run-dir', runDir, '--backend', backend];
     if (mode === 'single') {
@@ -269,6 +283,95 @@ function summarize(mode: ModeName, rounds: ModeRun[], warmup: number, count: num
   return res;
 }
 
+/** One point of the bytes-up sweep. */
+interface SweepPoint {
+  shards: number;
+  workers: number;
+  /** Median bytes up per phase (all workers), and that over N x one gradient (mean over the iteration's phases). */
+  upPerPhase?: number;
+  ratio?: number;
+  /** Gradients per phase PhaseRun plans for N equal workers (bench/lib/accounting.ts gradientsPerPhase). */
+  planned: number;
+  loadAtStart?: number[];
+  error?: string;
+}
+
+/** The joiner's run: its share from the second phase after its welcome on. */
+interface JoinResult {
+  fromIteration?: number;
+  toIteration?: number;
+  share?: number;
+  expected?: number;
+  shards?: number;
+  total?: number;
+  loadAtStart: number[];
+  error?: string;
+}
+
+/**
+ * Coordinator + 1 worker; after `warmup` iterations a second worker (bench-joiner) joins. After
+ * every progress line /status is read (shards done and speed per worker); once the joiner has
+ * been in for `after` more iterations the run stops. The share is taken from the first sample
+ * at least one iteration (dSteps + 1 >= 2 phases) after the first one that lists the joiner.
+ */
+async function runJoin(common: string[], backend: string, warmup: number, after: number, nodeArgs: string[]): Promise<JoinResult> {
+  const runDir = mkdtempSync(join(tmpdir(), 'gan-bench-join-'));
+  const procs: Proc[] = [];
+  const res: JoinResult = { loadAtStart: load1() };
+  const samples: ShardSample[] = [];
+  let settle!: (err?: Error) => void;
+  const enough = new Promise<void>((ok, fail) => (settle = (err) => (err ? fail(err) : ok())));
+  let port = 0;
+  let seen = 0;
+  let joinedAtSample = -1;
+  let chain = Promise.resolve();
+  const timer = setTimeout(() => settle(new Error('join run: timed out')), 300_000 + (warmup + after) * 15_000);
+  try {
+    const args = [...common, '--iterations', '1000000', '--log-every', '1', '--sample-every', '0', '--run-dir', runDir, '--backend', backend, '--host', '127.0.0.1', '--port', '0', '--checkpoint-every', '0'];
+    const coord = spawnCli('coordinator', args, { name: 'gan-coordinator', nodeArgs });
+    procs.push(coord);
+    void coord.exited.then(({ code }) => settle(new Error(`the coordinator exited (code ${code})`)));
+    const listening = await waitForEvent(coord, 'listening', 120_000);
+    port = listening.port as number;
+    const worker = (id: string) => procs.push(spawnCli('worker', ['--coordinator', `ws://127.0.0.1:${port}`, '--id', id, '--backend', backend], { name: id, nodeArgs }));
+    worker('bench-w1');
+    coord.eventListeners.add((e) => {
+      if (e.event !== 'progress') return;
+      const iteration = e.iteration as number;
+      chain = chain.then(async () => {
+        const st = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { workers: { id: string; shardsDone: number; msPerShard: number }[] };
+        const sample: ShardSample = { iteration, done: {}, msPerShard: {} };
+        for (const w of st.workers) {
+          sample.done[w.id] = w.shardsDone;
+          sample.msPerShard[w.id] = w.msPerShard;
+        }
+        samples.push(sample);
+        if (++seen === warmup) {
+          say(`  joiner: warm-up done at iteration ${iteration}; bench-joiner joins`);
+          worker('bench-joiner');
+        }
+        if (joinedAtSample < 0 && 'bench-joiner' in sample.done) joinedAtSample = samples.length - 1;
+        if (joinedAtSample >= 0 && iteration >= samples[joinedAtSample]!.iteration + 1 + after) settle();
+      }).catch((err: Error) => settle(err));
+    });
+    await enough;
+    const first = samples[joinedAtSample]!;
+    const from = samples.find((x) => x.iteration >= first.iteration + 1)!;
+    const to = samples[samples.length - 1]!;
+    const js = joinerShare(from, to, 'bench-joiner');
+    Object.assign(res, { fromIteration: from.iteration, toIteration: to.iteration, ...(js ?? { error: 'no shards done after the join' }) });
+    return res;
+  } catch (err) {
+    res.error = (err as Error).message;
+    return res;
+  } finally {
+    clearTimeout(timer);
+    settle();
+    await Promise.all(procs.map((p) => kill(p)));
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
 function targetsOf(modes: ModeResult[]): Target[] {
   const by = (m: ModeName) => modes.find((x) => x.mode === m && !x.error);
   const single = by('single');
@@ -277,7 +380,7 @@ function targetsOf(modes: ModeResult[]): Target[] {
   const out: Target[] = [];
   const ratio = (a?: ModeResult, b?: ModeResult) => (a && b ? a.samplesPerSec.median / b.samplesPerSec.median : undefined);
   const r1 = ratio(one, single);
-  out.push({ name: '1 worker vs single process (samples/s)', target: '>= 0.90 x', measured: r1 === undefined ? 'n/a' : `${r1.toFixed(3)} x`, met: r1 === undefined ? null : r1 >= 0.9 });
+  out.push({ name: '1 worker vs single process (samples/s; #7: >= 0.90 x)', target: '>= 0.95 x (#15)', measured: r1 === undefined ? 'n/a' : `${r1.toFixed(3)} x`, met: r1 === undefined ? null : r1 >= 0.95 });
   const r2 = ratio(two, one);
   out.push({ name: '2 workers vs 1 worker (samples/s, 2 cores)', target: '>= 1.6 x', measured: r2 === undefined ? 'n/a' : `${r2.toFixed(3)} x`, met: r2 === undefined ? null : r2 >= 1.6 });
   for (const m of [one, two]) {
@@ -311,7 +414,7 @@ interface Meta {
 
 type Quality = WireQualityResult | { error: string };
 
-function markdown(meta: Meta, modes: ModeResult[], targets: Target[], quality: Quality | undefined): string {
+function markdown(meta: Meta, modes: ModeResult[], targets: Target[], quality: Quality | undefined, sweep: SweepPoint[] = [], joined?: JoinResult): string {
   const c = meta.config;
   const lines = [
     `# Bench (single machine), ${meta.date}`,
@@ -345,8 +448,29 @@ function markdown(meta: Meta, modes: ModeResult[], targets: Target[], quality: Q
   for (const t of targets) lines.push(`| ${t.name} | ${t.target} | ${t.measured} | ${t.met === null ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
   lines.push(
     '',
-    'The time split is per iteration on the critical path (docs/status-log.md, `progress`): each phase\'s wall time, from planning to the end of the weights broadcast, is cut into the coordinator\'s own work (apply; its encoding/decoding; its socket writes, counted as transfer) and the time it waits, which is explained by the busiest worker\'s compute, then that worker\'s decode + weight loading + encode, then its receive/send time and the receive time of the phase\'s last result; the rest is idle. Components are medians per iteration, so they need not add up to the median iteration time, which also holds the progress logging between phases. Bytes are TCP payload bytes of the WebSocket connections (framing, pings and task data rows included) per iteration, summed over workers and divided by their number; the minimum is the changed weights down (each net once per phase it changes) plus one gradient per shard up.',
+    'The time split is per iteration on the critical path (docs/status-log.md, `progress`): each phase\'s wall time, from planning to the end of the weights broadcast, is cut into the coordinator\'s own work (apply; its encoding/decoding; its socket writes, counted as transfer) and the time it waits, which is explained by the busiest worker\'s compute, then that worker\'s decode + weight loading + encode, then its receive/send time and the receive time of the phase\'s last result; the rest is idle. Components are medians per iteration, so they need not add up to the median iteration time, which also holds the progress logging between phases. Bytes are TCP payload bytes of the WebSocket connections (framing, pings and task data rows included) per iteration, summed over workers and divided by their number; the minimum is the changed weights down (each net once per phase it changes) plus one gradient per aligned block of the shards a worker holds up (as PhaseRun plans them).',
   );
+  if (sweep.length > 0) {
+    const ns = [...new Set(sweep.map((p) => p.workers))];
+    lines.push('', '## Bytes up per phase against N and S', '', 'All workers\' TCP bytes to the coordinator per phase (median of the measured iterations), in MB, and over N x one gradient (the mean of the iteration\'s phases; the target is <= 1.05 x, data rows travel down), with the gradients per phase PhaseRun plans for N equal workers:', '');
+    lines.push(`| S | ${ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${ns.map(() => '---').join(' | ')} |`);
+    for (const S of [...new Set(sweep.map((p) => p.shards))]) {
+      const cell = (n: number) => {
+        const p = sweep.find((x) => x.shards === S && x.workers === n);
+        if (!p) return '';
+        return p.error ? `error: ${p.error.slice(0, 60)}` : `${mb(p.upPerPhase)} MB, ${fmt(p.ratio, 3)} x (${p.planned} planned; load ${p.loadAtStart?.[0] ?? '?'})`;
+      };
+      lines.push(`| ${S} | ${ns.map(cell).join(' | ')} |`);
+    }
+  }
+  if (joined) {
+    lines.push('', "## A joiner's share", '');
+    lines.push(
+      joined.error
+        ? `error: ${joined.error}`
+        : `Coordinator + 1 worker; bench-joiner joined after the warm-up (load ${joined.loadAtStart.join(' ')}). From iteration ${joined.fromIteration} (>= 2 phases after it was first listed) to ${joined.toIteration}: it did ${joined.shards} of ${joined.total} shards, a share of ${fmt(100 * (joined.share ?? NaN))}% against a speed-proportional ${fmt(100 * (joined.expected ?? NaN))}% (${fmt(joined.share! / joined.expected!, 3)} x; target within 25%).`,
+    );
+  }
   if (quality !== undefined) {
     lines.push('', '## ring8 quality, --wire fp32 vs fp16 (bench/wire-quality.ts)', '');
     lines.push('markdown' in quality ? quality.markdown.trimEnd() : `error: ${quality.error}`);
@@ -429,6 +553,46 @@ runMain(async () => {
     }
   }
   const targets = targetsOf(results);
+  const bytesPerValue = wire === 'fp16' ? 2 : 4;
+  const phases = config.train.dSteps + 1;
+  const gradientPerPhase = ((config.train.dSteps * params.D + params.G) * bytesPerValue) / phases;
+  const sweep: SweepPoint[] = [];
+  const sweepShards = typeof v['sweep-shards'] === 'string' ? v['sweep-shards'] : '4,16,64';
+  if (sweepShards !== 'none') {
+    const ns = (typeof v['sweep-workers'] === 'string' ? v['sweep-workers'] : '1,2,3').split(',').map(Number);
+    for (const S of sweepShards.split(',').map(Number)) {
+      for (const n of ns) {
+        const point: SweepPoint = { shards: S, workers: n, planned: gradientsPerPhase(S, n), loadAtStart: load1() };
+        say(`bytes up: S = ${S}, N = ${n} (load ${point.loadAtStart!.join(' ')})...`);
+        try {
+          const r = await runMode(String(n) as ModeName, trainingArgv({ ...v, shards: String(S) }), backend, 3, 5, false, nodeArgs);
+          const ws = measuredWindows(r.lines, n, 3, 5);
+          point.upPerPhase = median(ws.map((w) => upBytesPerPhase(w, phases)));
+          point.ratio = point.upPerPhase / (n * gradientPerPhase);
+          say(`  ${mb(point.upPerPhase)} MB up per phase = ${fmt(point.ratio, 3)} x N gradients (${point.planned} planned)`);
+        } catch (err) {
+          point.error = (err as Error).message;
+          say(`  error: ${point.error}`);
+        }
+        sweep.push(point);
+      }
+    }
+    const worst = sweep.filter((p) => p.ratio !== undefined);
+    if (worst.length > 0) {
+      const max = Math.max(...worst.map((p) => p.ratio!));
+      targets.push({ name: `bytes up per phase, S ${sweepShards}, N ${ns.join(',')}`, target: '<= 1.05 x N gradients (+ rows)', measured: `max ${max.toFixed(3)} x`, met: max <= 1.05 });
+    }
+  }
+  let joined: JoinResult | undefined;
+  if (v['no-join'] !== true) {
+    say(`joiner: coordinator + 1 worker, a second joins after ${warmup} iterations (load ${load1().join(' ')})...`);
+    joined = await runJoin(common, backend, warmup, 10, nodeArgs);
+    say(joined.error ? `  joiner: error: ${joined.error}` : `  joiner: ${joined.shards}/${joined.total} shards = ${fmt(100 * joined.share!)}% vs ${fmt(100 * joined.expected!)}% speed-proportional`);
+    if (!joined.error) {
+      const r = joined.share! / joined.expected!;
+      targets.push({ name: "joiner's share from the 2nd phase after its welcome", target: 'within 25% of speed-proportional', measured: `${(100 * joined.share!).toFixed(1)}% vs ${(100 * joined.expected!).toFixed(1)}% (${r.toFixed(3)} x)`, met: Math.abs(r - 1) <= 0.25 });
+    }
+  }
   let quality: Quality | undefined;
   if (v['no-quality'] !== true) {
     const seeds = (typeof v['quality-seeds'] === 'string' ? v['quality-seeds'] : '1,2,3').split(',').map((x) => Number(x.trim()));
@@ -444,8 +608,8 @@ runMain(async () => {
   meta.loadAtEnd = load1();
   mkdirSync(outDir, { recursive: true });
   const base = join(outDir, `bench-${date}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ ...meta, modes: results, targets, ...(quality !== undefined ? { quality } : {}) }, null, 2) + '\n');
-  const md = markdown(meta, results, targets, quality);
+  writeFileSync(`${base}.json`, JSON.stringify({ ...meta, modes: results, targets, sweep, ...(joined ? { joined } : {}), ...(quality !== undefined ? { quality } : {}) }, null, 2) + '\n');
+  const md = markdown(meta, results, targets, quality, sweep, joined);
   writeFileSync(`${base}.md`, md);
   say('');
   say(md);

@@ -19,6 +19,7 @@ export const COORDINATOR_FLAGS: FlagTable = {
   insecure: { type: 'boolean', group: NET, help: 'allow listening beyond loopback without a token' },
   'tls-cert': { type: 'string', value: '<file>', group: NET, help: 'PEM certificate (chain): serve wss:// and https (needs --tls-key)' },
   'tls-key': { type: 'string', value: '<file>', group: NET, help: 'PEM private key of --tls-cert' },
+  'no-browser-workers': { type: 'boolean', group: NET, help: 'refuse workers running in a browser tab (the /join page says so)' },
   'run-dir': { type: 'string', value: '<dir>', group: RUN, help: 'run directory: config.json, log.jsonl, samples/', defaultText: 'runs/default' },
   'checkpoint-every': { type: 'string', value: '<n>', group: RUN, kind: 'int', help: 'checkpoint every N iterations (0: only at the end and on SIGINT/SIGTERM)', default: 100 },
   'keep-checkpoints': { type: 'string', value: '<k>', group: RUN, kind: 'int', help: 'keep the newest K checkpoints', default: 3 },
@@ -112,7 +113,8 @@ export const DEMO_FLAGS: FlagTable = {
  * smoothing 0.1 (the mnist preset's optimizer settings) gives recognisable digits by iteration
  * 1,500, where the default lr 2e-4 still draws blobs; the sample grids come from the moving
  * average of G (--g-ema, as in the preset), which smooths away most of the speckle a single
- * step's G draws.
+ * step's G draws. mlp-small rather than dcgan: for the same wall time dcgan made a quarter of the
+ * iterations and covered the classes worse (bench/results/demo-choice-2026-12-07.md).
  */
 export const DEMO_DEFAULTS: Record<string, string> = { dataset: 'mnist', model: 'mlp-small', iterations: '1500', 'sample-every': '250', lr: '1e-3', 'label-smoothing': '0.1', 'g-ema': '0.999' };
 
@@ -140,13 +142,16 @@ export const SAMPLE_FLAGS: FlagTable = {
   count: { type: 'string', value: '<n>', kind: 'int', help: 'samples to draw', defaultText: '64 (1000 for 2-D data)' },
   seed: { type: 'string', value: '<n>', kind: 'int', help: 'noise seed', defaultText: "the run's seed" },
   label: { type: 'string', value: '<class>', kind: 'int', help: 'conditional models: class of every sample (default: grid row r shows class r % classes)' },
+  serve: { type: 'boolean', group: 'Web page', help: 'instead of a PNG, serve the export\'s generator page (draws samples in the browser) until Ctrl-C' },
+  host: { type: 'string', value: '<addr>', group: 'Web page', help: 'with --serve: address to listen on', defaultText: '127.0.0.1' },
+  port: { type: 'string', value: '<port>', kind: 'int', group: 'Web page', help: 'with --serve: port (0: any free port)', defaultText: '8601' },
 };
 
 export const SAMPLE_CLI: CliSpec = {
   name: 'gan-sample',
-  usage: 'Usage: gan-sample --export <dir> [options]\n\nWrites a PNG of samples from an exported generator and prints its path.',
+  usage: 'Usage: gan-sample --export <dir> [options]\n\nWrites a PNG of samples from an exported generator and prints its path; with --serve, serves the\nexport\'s web page that draws samples in the browser instead.',
   tables: [SAMPLE_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
-  examples: ['gan-sample --export runs/mnist/export --out grid.png', 'gan-sample --export runs/mnist/export --out threes.png --count 64 --seed 7 --label 3'],
+  examples: ['gan-sample --export runs/mnist/export --out grid.png', 'gan-sample --export runs/mnist/export --out threes.png --count 64 --seed 7 --label 3', 'gan-sample --export runs/mnist/export --serve          # then open http://127.0.0.1:8601/'],
 };
 
 // The sample defaults must equal DEFAULT_MIXTURE_SAMPLES / DEFAULT_IMAGE_SAMPLES (trainer/eval/evaluate.ts, which loads tfjs); test/cli-help.test.ts checks them.
@@ -156,7 +161,7 @@ export const EVAL_FLAGS: FlagTable = {
   samples: { type: 'string', value: '<n>', kind: 'int', help: 'samples to generate', defaultText: '2500 for 2-D mixtures, 1000 for images' },
   seed: { type: 'string', value: '<n>', kind: 'int', help: 'evaluation noise seed', defaultText: '1' },
   labels: { type: 'string', value: '<list>', help: 'conditional models: comma-separated labels to generate (cycled)', defaultText: 'every class' },
-  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier' },
+  classifier: { type: 'string', value: '<dir>', help: 'classifier directory for image scores', defaultText: 'models/classifier (mnist), models/classifier-fashion (fashion)' },
   dataset: { type: 'string', value: '<source>', help: "data source for the real-data ceiling and reference, when the run's is not reachable here", defaultText: "the run's" },
   json: { type: 'boolean', help: 'print the full report as JSON instead of a table' },
 };
@@ -167,7 +172,7 @@ export const EVAL_CLI: CliSpec = {
 
 Evaluates a trained generator and prints each score beside its real-data ceiling:
   2-D mixtures   modes captured, high-quality share (within 3 std of a mode), reverse KL
-  images         Inception Score and Fréchet distance with the shipped MNIST classifier
+  images         Inception Score and Fréchet distance with the data set's shipped classifier
   conditional    the classifier's accuracy on samples generated for each requested label`,
   tables: [EVAL_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
   examples: ['gan-eval --export runs/ring8/export            # or the run directory itself', 'gan-eval --checkpoint runs/ring8               # its newest valid checkpoint', 'gan-eval --export runs/mnist --samples 2000 --labels 3,7 --json'],

@@ -65,6 +65,7 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
       token,
       insecure: v.insecure === true,
       tls,
+      browserWorkers: v['no-browser-workers'] !== true,
     },
     schedule: {
       ...DEFAULT_SCHEDULE,

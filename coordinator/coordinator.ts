@@ -34,7 +34,8 @@ import { Telemetry } from './metrics.ts';
 import { REPORT_FILE, writeRunReport } from './run-report.ts';
 import { RunProgress } from './run-progress.ts';
 import { Scheduler, type ScheduleConfig } from './scheduler.ts';
-import { LOOPBACK, WorkerServer, type NetworkConfig } from './server.ts';
+import { LOOPBACK, serverRoutes, WorkerServer, type NetworkConfig } from './server.ts';
+import { WorkerPackage } from './package-tarball.ts';
 import type { SessionContext, WorkerSession } from './session.ts';
 import { BanList } from './verify.ts';
 
@@ -147,11 +148,14 @@ export class Coordinator implements PhaseExecutor {
     tapLog(this.log, (rec) => this.telemetry.observe(rec));
     this.banned = new BanList(opts.runDir, Boolean(opts.snapshot));
     this.progress = new RunProgress(config.train.batchSize, this.telemetry, this.log, opts.report.statusIntervalMs);
-    const http = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes: opts.routes });
+    const workerPackage = new WorkerPackage();
+    const routes = [...serverRoutes({ network, workerPackage, exportDir: join(opts.runDir, 'export'), runId: this.runId, model: config.model.kind, finished: () => this.state.finished, log: this.log }), ...(opts.routes ?? [])];
+    const http = createHttpHandler({ status: () => this.status(), telemetry: this.telemetry, samplesDir: join(opts.runDir, 'samples'), reportFile: join(opts.runDir, REPORT_FILE), log: this.log, routes });
     this.server = new WorkerServer({
       network,
       log: this.log,
       http,
+      workerPackage,
       handshakeLimits,
       limits,
       maxQueuedBytes: this.maxQueuedBytes,
@@ -181,6 +185,7 @@ export class Coordinator implements PhaseExecutor {
     this.sessionContext = {
       token: network.token,
       wire: this.wire,
+      browserWorkers: network.browserWorkers !== false,
       log: this.log,
       reject: (session, code, reason) => this.server.reject(session, code, reason),
       admit: (session) => this.admit(session),
@@ -334,6 +339,10 @@ export class Coordinator implements PhaseExecutor {
 
   get stopping(): boolean {
     return this.stopRequested;
+  }
+
+  workerCount(): number {
+    return this.readyWorkers.length;
   }
 
   async executePhase(): Promise<PhaseSummary | null> {

@@ -10,6 +10,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
+import { terminalColumns, wrapLine } from '../shared/progress-bar.ts';
 import { startCoordinator } from './cli.ts';
 import { DEMO_CLI, DEMO_DEFAULTS, DEMO_LINGER_TTY_S } from './cli-specs.ts';
 import { lingerAfterRun } from './linger.ts';
@@ -90,8 +91,12 @@ function summaryLines(runDir: string, result: { stopped: boolean; iterations: nu
       `  log:      ${rel(join(runDir, 'log.jsonl'))}  (worker logs: ${rel(runDir)}/worker-*.log)`,
       `  checkpoint: ${rel(join(runDir, 'checkpoints'))}/  (continue training: npx gan-coordinator --run-dir ${rel(runDir)} --resume --iterations <more>)`,
       `  export:   ${rel(join(runDir, 'export'))}/  (TensorFlow.js LayersModels; npx gan-sample --export ${rel(join(runDir, 'export'))} --out digits.png)`,
+      `  page:     ${rel(join(runDir, 'export', 'index.html'))}  (draws new samples in a browser: npx gan-sample --serve --export ${rel(join(runDir, 'export'))}, or /export/ on the dashboard while it is up)`,
       `  config:   ${rel(join(runDir, 'config.json'))}`,
       '',
-    ].join('\n') + '\n'
+    ]
+      // On a terminal, wrapped to its width (shared/progress-bar.ts).
+      .flatMap((l) => (process.stdout.isTTY ? wrapLine(l, terminalColumns(), '            ') : [l]))
+      .join('\n') + '\n'
   );
 }

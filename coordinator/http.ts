@@ -7,6 +7,9 @@
  *   GET /metrics            Prometheus text format (prom-client)
  *   GET /samples/latest.png the newest sample grid; /samples/<7 digits>.png one by iteration
  *   GET /report.html        <run-dir>/report.html (coordinator/run-report.ts), once written
+ *   and the coordinator's ctx.routes (Route entries, server.ts): /gan-distributed.tgz, .sha256,
+ *   /install.json (coordinator/package-tarball.ts); /export/ and the generator's files
+ *   (coordinator/generator-page.ts); /join, /join/* the browser worker page (coordinator/browser-join.ts)
  *
  * Only those exact names are served: a sample file name must match /^\d{7}\.png$/ and is looked
  * up inside <run-dir>/samples, so no request can reach any other file.
@@ -47,6 +50,8 @@ export interface Route {
   handle(req: IncomingMessage, res: ServerResponse, url: URL, reply: Reply): void | Promise<void>;
 }
 
+export type ExtraRoute = (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
+
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const DASHBOARD_FILE = fileURLToPath(new URL('./dashboard.html', import.meta.url));
@@ -58,7 +63,7 @@ const DASHBOARD_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src
 /** report.html is self-contained: inline style and script (its slider), images as data: URLs. */
 const REPORT_CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html';
+const ENDPOINTS = 'GET / (dashboard), /status, /history, /metrics, /samples/latest.png, /report.html, /export/, /gan-distributed.tgz, /join (browser workers)';
 
 export function createHttpHandler(ctx: HttpContext): HttpHandler {
   let dashboard: Buffer | null = null;

@@ -88,6 +88,17 @@ export interface StragglerPolicy {
   minMs: number;
 }
 
+/**
+ * Default alignSlack: a worker's count may move by up to 25% from its proportional share (the
+ * joiner-share target of issue #15 allows 25%) so its range splits into fewer aligned blocks of
+ * the sum tree. Gradients per phase are then flat in S: at most 2N - 1 for N equal workers (N
+ * when N is a power of two), at most 3N for speeds up to 20x apart (test/phase-run.test.ts),
+ * against up to ~2N log2(S / N) for the proportional split (11 for 3 workers at S = 64). N
+ * exactly (one aligned block each) would need power-of-two shares: up to 1.5x the compute time
+ * of a proportional split for N = 3, and shares 50% off the proportional one.
+ */
+export const ALIGN_SLACK = 0.25;
+
 export class PhaseRun<W extends Assignee> {
   /** Per shard: the result of the block that made it final (for a single-shard block, the shard's own). */
   readonly results: (ShardResult | undefined)[];
@@ -115,7 +126,11 @@ export class PhaseRun<W extends Assignee> {
   /** Per holder and shard (`${sessionId}:${shardId}`): when it was handed the shard and what it was expected to need. */
   private held = new Map<string, { worker: W; shardId: number; at: number; expectMs: number; reported: boolean }>();
 
-  constructor(readonly plan: PhasePlan, private policy: StragglerPolicy, verified: Iterable<number> = []) {
+  /**
+   * @param alignSlack how far (a fraction) alignToTree may move a worker's count from its
+   *   proportional share to save gradients sent up; 0 keeps the proportional split.
+   */
+  constructor(readonly plan: PhasePlan, private policy: StragglerPolicy, verified: Iterable<number> = [], readonly alignSlack = ALIGN_SLACK) {
     // Dense (not `new Array(n)` holes): ordered() maps over it and must see every missing shard.
     this.results = new Array<ShardResult | undefined>(plan.shards.length).fill(undefined);
     this.blockOf = new Array<ShardBlock | undefined>(plan.shards.length).fill(undefined);
@@ -199,6 +214,7 @@ export class PhaseRun<W extends Assignee> {
         counts[i]++;
       }
     }
+    this.alignToTree(workers, counts);
     const out: Assignment<W>[] = [];
     let cursor = 0;
     workers.forEach((w, i) => {
@@ -210,6 +226,58 @@ export class PhaseRun<W extends Assignee> {
     });
     this.unassigned = [];
     return out;
+  }
+
+  /**
+   * Moves the boundaries between workers' contiguous ranges (in place, on `counts`) so the ranges
+   * split into as few aligned blocks of the sum tree as possible: every block is one gradient
+   * sent up, so fewer blocks means fewer bytes up. Each worker with shards keeps at least one and
+   * stays within `alignSlack` of its proportional count (at least (1 - slack) x its count, at most
+   * what fits in (1 + slack) x the phase's proportional makespan), so the share a worker gets,
+   * and the phase's compute time, move by at most that fraction. Among the cuts allowed, the
+   * fewest blocks win, then the shortest makespan, then the smallest move (dynamic programming
+   * over cut positions: O(N x S x window)).
+   */
+  private alignToTree(workers: W[], counts: number[]): void {
+    const slack = this.alignSlack;
+    const active = counts.map((c, i) => (c > 0 ? i : -1)).filter((i) => i >= 0);
+    if (slack <= 0 || active.length < 2) return;
+    const ids = this.unassigned;
+    const n = ids.length;
+    const shards = this.plan.shards.length;
+    const ms = (i: number) => Math.max(workers[i].msPerShard, 1e-3);
+    const makespan = Math.max(...active.map((i) => counts[i] * ms(i)));
+    const blocksMemo = new Map<number, number>();
+    const blocks = (a: number, b: number): number => {
+      const key = a * (n + 1) + b;
+      let v = blocksMemo.get(key);
+      if (v === undefined) blocksMemo.set(key, (v = planBlocks(ids.slice(a, b), shards, this.verified).length));
+      return v;
+    };
+    const lo = active.map((i) => Math.max(1, Math.ceil((1 - slack) * counts[i])));
+    const hi = active.map((i) => Math.max(counts[i], Math.floor(((1 + slack) * makespan) / ms(i))));
+    // Bounded work (a planning step must stay cheap): skip aligning huge phases.
+    if ((n + 1) * active.reduce((a, _, j) => a + hi[j] - lo[j] + 1, 0) > 2_000_000) return;
+    /** Best way to give the first j workers positions [0, p): per layer, by p. */
+    interface Best { blocks: number; span: number; moved: number; count: number; prev: Best | null }
+    const better = (x: Best, y: Best | undefined) =>
+      !y || x.blocks < y.blocks || (x.blocks === y.blocks && (x.span < y.span || (x.span === y.span && x.moved < y.moved)));
+    let layer = new Map<number, Best>([[0, { blocks: 0, span: 0, moved: 0, count: 0, prev: null }]]);
+    active.forEach((i, j) => {
+      const next = new Map<number, Best>();
+      const last = j === active.length - 1;
+      for (const [p, b] of layer) {
+        for (let c = lo[j]; c <= hi[j] && p + c <= n; c++) {
+          if (last && p + c !== n) continue;
+          const cand: Best = { blocks: b.blocks + blocks(p, p + c), span: Math.max(b.span, c * ms(i)), moved: b.moved + Math.abs(c - counts[i]), count: c, prev: b };
+          if (better(cand, next.get(p + c))) next.set(p + c, cand);
+        }
+      }
+      layer = next;
+    });
+    let best = layer.get(n);
+    if (!best) return; // unreachable: the proportional counts themselves are a solution
+    for (let j = active.length - 1; j >= 0 && best; j--, best = best.prev ?? undefined) counts[active[j]] = best.count;
   }
 
   /**

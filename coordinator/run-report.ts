@@ -258,6 +258,8 @@ const EVAL_COLUMNS: [string, string][] = [
   ['inceptionScoreReal', 'IS (real)'],
   ['frechetDistance', 'Fréchet distance'],
   ['frechetDistanceReal', 'FD (real)'],
+  ['classMaxMin', 'class max/min'],
+  ['classMaxMinReal', 'class max/min (real)'],
   ['labelAccuracy', 'label accuracy'],
   ['labelAccuracyReal', 'label acc. (real)'],
   ['samples', 'samples'],

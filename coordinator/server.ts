@@ -1,6 +1,7 @@
 /**
  * The coordinator's network edge: binds HTTP or HTTPS (TLS) and the WebSocket endpoint on one
- * port, serves the HTTP routes (coordinator/http.ts), admits connections (refusals while
+ * port, serves the HTTP routes (coordinator/http.ts, plus serverRoutes(): the worker package, the
+ * generator page, /join for browser workers), admits connections (refusals while
  * stopping or under a handshake flood, the handshake timeout, heartbeats) and turns every frame
  * into a validated message for its session (coordinator/session.ts). It knows nothing of
  * training: what a message means is the session's and the coordinator's business (ServerEvents).
@@ -14,8 +15,11 @@ import { clip, type Logger } from '../shared/log.ts';
 import { closeCodeFor, PROTOCOL_VERSION, type ByeCode, type Message } from '../shared/protocol.ts';
 import { describeTlsClientError, type TlsServerFiles } from '../shared/tls.ts';
 import { setMessageLimit } from './connection-limits.ts';
-import type { HttpHandler } from './http.ts';
+import { createJoinHandler } from './browser-join.ts';
+import { generatorPageRoute } from './generator-page.ts';
+import type { HttpHandler, Route } from './http.ts';
 import { listenError } from './listen-error.ts';
+import type { WorkerPackage } from './package-tarball.ts';
 import { Heartbeat, WorkerSession, type SessionClock } from './session.ts';
 
 export interface NetworkConfig {
@@ -30,6 +34,8 @@ export interface NetworkConfig {
   maxPendingHandshakes: number;
   /** Serve https + wss:// with this certificate and key (see shared/tls.ts); absent or null: plain http + ws://. */
   tls?: TlsServerFiles | null;
+  /** Accept workers running in a browser tab (/join; coordinator/browser-join.ts). Default true; false with --no-browser-workers. */
+  browserWorkers?: boolean;
 }
 
 export const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -61,6 +67,18 @@ export interface ServerOptions {
   /** Where codec and send time go (the time split). */
   clock: SessionClock;
   events: ServerEvents;
+  /** The package it serves to worker machines (its routes are in serverRoutes()); announced once listening. */
+  workerPackage?: WorkerPackage;
+}
+
+/**
+ * The HTTP routes of the coordinator's network edge beside the dashboard's (coordinator/http.ts):
+ * the worker package (/gan-distributed.tgz, .sha256, /install.json), the generator page and the
+ * run's export (/export/), and the browser worker page (/join, /join/*).
+ */
+export function serverRoutes(o: { network: NetworkConfig; workerPackage: WorkerPackage; exportDir: string; runId: string; model: string; finished(): boolean; log: Logger }): Route[] {
+  const join = createJoinHandler({ browserWorkers: o.network.browserWorkers !== false, auth: Boolean(o.network.token), runId: o.runId, model: o.model, finished: o.finished, log: o.log });
+  return [o.workerPackage.route, generatorPageRoute(o.exportDir), { path: (p) => p === '/join' || p.startsWith('/join/'), handle: (req, res, url) => join(req, res, url.pathname) }];
 }
 
 export class WorkerServer {
@@ -126,6 +144,7 @@ export class WorkerServer {
       { event: 'listening', host: addr.address, port: addr.port, auth: network.token ? 'token' : 'none', tls: Boolean(network.tls), url: `${network.tls ? 'wss' : 'ws'}://${network.host}:${addr.port}` },
       network.token ? `listening${network.tls ? ' (TLS)' : ''}; workers must present the shared token` : `listening${network.tls ? ' (TLS)' : ''} without a token${LOOPBACK.has(network.host) ? ' on loopback only (set GAN_TOKEN to accept remote workers)' : ' (--insecure)'}`,
     );
+    this.opts.workerPackage?.announce(this.log, { host: network.host, port: addr.port, tls: Boolean(network.tls) });
     return addr;
   }
 

@@ -10,15 +10,18 @@ import { verifyHmac, newNonce } from '../shared/auth.ts';
 import { clip, type Logger } from '../shared/log.ts';
 import { closeCodeFor, WIRE_FORMATS, type ByeCode, type HelloMsg, type Outgoing, type Message, type Net, type Phase, type ResultMsg, type WireFormat } from '../shared/protocol.ts';
 import type { Assignee } from './phase-run.ts';
+import { authSecret, browserRefusal } from './browser-join.ts';
 import type { ByteCounters } from '../trainer/progress.ts';
 
 /**
- * What a session's state machine needs from the coordinator: the token and wire format it checks
- * the handshake against, and where a rejection, an admission and a result go.
+ * What a session's state machine needs from the coordinator: the token, wire format and browser
+ * policy it checks the handshake against, and where a rejection, an admission and a result go.
  */
 export interface SessionContext {
   token: string | null;
   wire: WireFormat;
+  /** Accept workers running in a browser tab (hello.browser); false with --no-browser-workers. */
+  browserWorkers: boolean;
   log: Logger;
   reject(session: WorkerSession, code: ByeCode, reason: string): void;
   /** The handshake passed: the coordinator may still refuse (a ban) or admit it with a welcome. */
@@ -78,6 +81,8 @@ export class WorkerSession implements Assignee {
   backend = '';
   host = '';
   nonce: Uint8Array | null = null;
+  /** What its auth HMAC is keyed with: the run token, or the short-lived join key its hello named (coordinator/join-key.ts). */
+  private authKey: string | null = null;
   /** Weight versions this worker holds (after the frames queued to it are delivered). */
   known: Record<Net, number> = { G: -1, D: -1 };
   msPerShard = INITIAL_MS_PER_SHARD;
@@ -209,7 +214,7 @@ export class WorkerSession implements Assignee {
         return this.onHello(msg, ctx);
       case 'auth': {
         if (this.state !== 'auth' || !this.nonce || !ctx.token) return ctx.reject(this, 'UNEXPECTED_AUTH', 'auth sent without a pending challenge');
-        const ok = verifyHmac(ctx.token, this.nonce, msg.hmac);
+        const ok = verifyHmac(this.authKey ?? ctx.token, this.nonce, msg.hmac);
         this.nonce = null; // one answer per nonce: a replayed or second auth fails
         if (!ok) return ctx.reject(this, 'AUTH_FAILED', 'authentication failed: the worker token does not match the coordinator token');
         return ctx.admit(this);
@@ -232,6 +237,8 @@ export class WorkerSession implements Assignee {
     this.backend = msg.backend;
     this.host = msg.host;
     this.capabilities = msg.capabilities.wire;
+    const refusal = browserRefusal(msg, ctx.browserWorkers);
+    if (refusal) return ctx.reject(this, refusal.code, refusal.reason);
     if (ctx.wire !== 'fp32' && !msg.capabilities.wire.includes(ctx.wire)) {
       return ctx.reject(
         this,
@@ -240,6 +247,9 @@ export class WorkerSession implements Assignee {
       );
     }
     if (ctx.token) {
+      const auth = authSecret(ctx.token, msg);
+      if ('code' in auth) return ctx.reject(this, auth.code, auth.reason);
+      this.authKey = auth.secret;
       this.state = 'auth';
       this.nonce = newNonce();
       this.send({ type: 'challenge', nonce: this.nonce });

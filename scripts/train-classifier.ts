@@ -1,10 +1,12 @@
 /**
- * npm run train-classifier: trains the small MNIST CNN that gan-eval scores images with
- * (trainer/eval/classifier.ts) and writes it to models/classifier/ (model.json, weights.bin,
- * classifier.json with the held-out accuracy, README.md).
+ * npm run train-classifier: trains the small CNN that gan-eval scores images with
+ * (trainer/eval/classifier.ts) and writes it to models/classifier/ (MNIST; `-- --dataset fashion`:
+ * Fashion-MNIST to models/classifier-fashion/): model.json, weights.bin, classifier.json with the
+ * held-out accuracy, README.md.
  *
- * Training set: the data source's train split (mnist: the `mnist` package's 9,003 digits);
- * evaluation: its held-out split (997 digits), never seen in training. Everything random comes
+ * Training set: the data source's train split (mnist: the `mnist` package's 9,003 digits;
+ * fashion: 60,000 images); evaluation: its held-out split (997 digits; fashion: the 10,000 test
+ * images), never seen in training. Everything random comes
  * from --seed: initial weights, batch order, augmentation shifts. With the same seed on the same
  * backend the weights come out bit for bit the same (the sha256 in classifier.json).
  *
@@ -32,7 +34,7 @@ import {
   CLASSIFIER_FORMAT,
   CLASSIFIER_META_FILE,
   CLASSIFIER_VERSION,
-  DEFAULT_CLASSIFIER_DIR,
+  classifierDirFor,
   FEATURE_LAYER,
   ImageClassifier,
   type ClassifierMeta,
@@ -40,21 +42,24 @@ import {
 import { deriveSeed, permutation, Rng } from '../shared/rng.ts';
 
 const FLAGS: FlagTable = {
-  dataset: { type: 'string', help: 'labelled 28x28 data source: mnist | idx:<dir>', defaultText: 'mnist' },
-  out: { type: 'string', help: 'output directory', defaultText: 'models/classifier' },
+  dataset: { type: 'string', help: 'labelled 28x28 data source: mnist | fashion | idx:<dir>', defaultText: 'mnist' },
+  out: { type: 'string', help: 'output directory (required for other data sets)', defaultText: 'models/classifier for mnist, models/classifier-fashion for fashion' },
   epochs: { type: 'string', kind: 'int', help: 'passes over the train split', defaultText: '15' },
   'batch-size': { type: 'string', kind: 'int', help: 'minibatch', defaultText: '64' },
   lr: { type: 'string', kind: 'number', help: 'Adam learning rate (divided by 10 for the last third of the epochs)', defaultText: '2e-3' },
   'augment-shift': { type: 'string', kind: 'int', help: 'random translation of each training digit by up to this many pixels', defaultText: '2' },
   seed: { type: 'string', kind: 'int', help: 'seed of init, batch order and augmentation', defaultText: '1' },
+  'train-limit': { type: 'string', kind: 'int', help: 'train on a seeded random subset of this many train images (fashion has 60,000)', defaultText: 'all' },
   quiet: { type: 'boolean', help: 'no per-epoch lines' },
 };
 
 const USAGE = `Usage: npm run train-classifier -- [options]
 
-Trains the small MNIST CNN used by gan-eval (Inception Score, Fréchet distance, label accuracy)
-on the train split, evaluates it on the held-out split and saves it as a TensorFlow.js
-LayersModel with classifier.json (held-out accuracy) and README.md.`;
+Trains the small CNN used by gan-eval (Inception Score, Fréchet distance, label accuracy) on a
+data set's train split, evaluates it on the held-out split and saves it as a TensorFlow.js
+LayersModel with classifier.json (held-out accuracy) and README.md. --dataset chooses the data:
+mnist (models/classifier/), fashion (Fashion-MNIST from Debian's dataset-fashion-mnist;
+models/classifier-fashion/) or idx:<dir> (with --out <dir>).`;
 
 const STREAM_CLASSIFIER = 0x434c53; // 'CLS'
 const FEATURE_DIM = 64;
@@ -125,6 +130,18 @@ function shiftedCopy(ds: Dataset, src: number, out: Float32Array, row: number, d
   }
 }
 
+/** n rows of ds picked by a seeded permutation (in that order). */
+function subset(ds: Dataset, n: number, seed: number): Dataset {
+  const rows = permutation(ds.n, deriveSeed(seed, STREAM_CLASSIFIER, 4)).subarray(0, n);
+  const x = new Float32Array(n * ds.dim);
+  const labels = new Int32Array(n);
+  rows.forEach((r, i) => {
+    x.set(ds.x.subarray(r * ds.dim, (r + 1) * ds.dim), i * ds.dim);
+    labels[i] = ds.labels![r];
+  });
+  return { ...ds, name: `${ds.name}[${n}]`, x, n, labels };
+}
+
 function logitsAccuracy(p: Param[], ds: Dataset): number {
   let correct = 0;
   const batch = 500;
@@ -147,7 +164,11 @@ runMain(async () => {
     return 0;
   }
   const dataset = typeof v.dataset === 'string' ? v.dataset : 'mnist';
-  const out = resolve(typeof v.out === 'string' ? v.out : DEFAULT_CLASSIFIER_DIR);
+  const defaultOut = classifierDirFor(dataset);
+  if (typeof v.out !== 'string' && defaultOut === null) {
+    throw new ConfigError('CLI_BAD_ARGS', `--dataset ${dataset} has no shipped classifier directory; pass --out <dir> (and later gan-eval --classifier <dir>)`);
+  }
+  const out = resolve(typeof v.out === 'string' ? v.out : defaultOut!);
   const epochs = v.epochs === undefined ? 15 : Number(v.epochs);
   const batchSize = v['batch-size'] === undefined ? 64 : Number(v['batch-size']);
   const lr = v.lr === undefined ? 2e-3 : Number(v.lr);
@@ -161,12 +182,15 @@ runMain(async () => {
   if (source.kind !== 'finite' || !source.train.labels || !source.heldOut.labels) {
     throw new ConfigError('CLASSIFIER_NEEDS_LABELS', `--dataset ${dataset} has no class labels; the classifier needs a labelled image data set (mnist or idx:<dir>)`);
   }
-  const { train, heldOut } = source;
+  const { heldOut } = source;
+  const limit = v['train-limit'] === undefined ? null : Number(v['train-limit']);
+  if (limit !== null && limit < batchSize) throw new ConfigError('CLI_BAD_NUMBER', `--train-limit must be at least the batch size (${batchSize}); got ${limit}`);
+  const train = limit !== null && limit < source.train.n ? subset(source.train, limit, seed) : source.train;
   if (train.shape.length !== 3 || train.shape[0] !== 28 || train.shape[1] !== 28 || train.shape[2] !== 1) {
     throw new ConfigError('CLASSIFIER_BAD_SHAPE', `the classifier takes 28x28x1 images; ${dataset} has shape [${train.shape}]`);
   }
   const classes = train.numClasses ?? 10;
-  say(`training the classifier on ${dataset}: ${train.n} train / ${heldOut.n} held-out digits, ${epochs} epochs, backend ${backend.name}, seed ${seed}`);
+  say(`training the classifier on ${dataset}: ${train.n} train / ${heldOut.n} held-out images, ${epochs} epochs, backend ${backend.name}, seed ${seed}`);
 
   const params = initParams(seed, classes);
   const vars = params.map((p) => p.v);
@@ -242,7 +266,7 @@ runMain(async () => {
     params: paramCount,
     architecture: 'conv3x3x16-relu-maxpool2 / conv3x3x32-relu-maxpool2 / dense64-relu (features) / dense10-softmax; input [-1, 1]',
     heldOut: acc,
-    training: { trainCount: train.n, epochs, batchSize, lr, seed, augmentShift: shift, backend: backend.name, seconds: Number(seconds.toFixed(1)) },
+    training: { trainCount: train.n, ...(train !== source.train ? { trainLimit: train.n } : {}), epochs, batchSize, lr, seed, augmentShift: shift, backend: backend.name, seconds: Number(seconds.toFixed(1)) },
     weightsBytes: weights.byteLength,
     weightsSha256: createHash('sha256').update(weights).digest('hex'),
     trainedAt: new Date().toISOString(),
@@ -261,12 +285,12 @@ function readme(m: ClassifierMeta): string {
   return `# The evaluation classifier
 
 A small CNN trained by \`npm run train-classifier\` (scripts/train-classifier.ts) on the
-\`${m.dataset}\` train split (${m.training.trainCount} digits) and used by \`gan-eval\` and
+\`${m.dataset}\` train split (${m.training.trainCount} images) and used by \`gan-eval\` and
 \`--eval-every\` for the image scores: the Inception Score from its class probabilities, the
 Fréchet distance on its ${m.featureDim}-unit penultimate layer (\`${m.featureLayer}\`), and the label
 accuracy of conditional samples.
 
-**Held-out accuracy: ${pct(m.heldOut.accuracy)}** (${m.heldOut.correct} of ${m.heldOut.count} held-out digits, never used in training).
+**Held-out accuracy: ${pct(m.heldOut.accuracy)}** (${m.heldOut.correct} of ${m.heldOut.count} held-out images, never used in training).
 
 - Architecture: ${m.architecture}
 - ${m.params} parameters; \`weights.bin\` is ${m.weightsBytes} bytes (sha256 \`${m.weightsSha256}\`)
@@ -277,10 +301,23 @@ accuracy of conditional samples.
 
 Retrain (same seed and backend: the same weights, bit for bit):
 
-    npm run train-classifier
+    npm run train-classifier -- ${retrainFlags(m)}
 
-| class | held-out digits | accuracy |
+| class | held-out images | accuracy |
 | --- | --- | --- |
 ${rows}
 `;
+}
+
+/** The flags that reproduce a classifier (the defaults left out). */
+function retrainFlags(m: ClassifierMeta): string {
+  const t = m.training;
+  const flags = [`--dataset ${m.dataset}`];
+  if (t.trainLimit !== undefined) flags.push(`--train-limit ${t.trainLimit}`);
+  if (t.epochs !== 15) flags.push(`--epochs ${t.epochs}`);
+  if (t.batchSize !== 64) flags.push(`--batch-size ${t.batchSize}`);
+  if (t.lr !== 2e-3) flags.push(`--lr ${t.lr}`);
+  if (t.augmentShift !== 2) flags.push(`--augment-shift ${t.augmentShift}`);
+  if (t.seed !== 1) flags.push(`--seed ${t.seed}`);
+  return flags.join(' ');
 }

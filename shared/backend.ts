@@ -30,6 +30,8 @@ export interface BackendReport {
  * source instead of our error. We drop the handlers it added and keep our own error reporting.
  */
 async function withoutNewProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  // In a browser tab (the /join page's worker) there is no process and nothing to undo.
+  if (typeof process === 'undefined' || typeof process.listeners !== 'function') return fn();
   const events = ['uncaughtException', 'unhandledRejection'] as const;
   type Listener = (...args: unknown[]) => void;
   const listeners = (e: (typeof events)[number]) => process.listeners(e as 'uncaughtException') as Listener[];

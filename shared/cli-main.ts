@@ -4,6 +4,7 @@
  */
 import { GanError } from './errors.ts';
 import { tuneGcForLargeFrames } from './gc-tuning.ts';
+import { stdoutTerminal } from './progress-bar.ts';
 
 export function runMain(main: () => Promise<number | void>): void {
   // Before anything allocates: the CLIs move multi-megabyte frames (see shared/gc-tuning.ts).
@@ -13,6 +14,7 @@ export function runMain(main: () => Promise<number | void>): void {
       if (typeof code === 'number') process.exitCode = code;
     },
     (err: unknown) => {
+      stdoutTerminal()?.clear(); // the progress bar, if one is showing, must not prefix the error
       if (err instanceof GanError) {
         process.stderr.write(`error [${err.code}]: ${err.message}\n`);
         process.exitCode = 2;

@@ -5,9 +5,9 @@
 import { ConfigError } from './errors.ts';
 import type { DataSource } from './data/types.ts';
 import { WIRE_FORMATS, type WireFormat } from './protocol.ts';
-import { G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
+import { DEFAULT_SHARDS, G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
 
-export { G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
+export { DEFAULT_SHARDS, G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
 
 export interface ModelConfig {
   kind: ModelKind;

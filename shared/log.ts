@@ -9,6 +9,7 @@ import { mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
 import { prettyFactory } from 'pino-pretty';
+import { enableTerminalStatus, fitLine, wrapLine } from './progress-bar.ts';
 
 export type Logger = pino.Logger;
 
@@ -38,7 +39,9 @@ export function createLogger(cfg: LogConfig): Logger {
   const streams: pino.StreamEntry[] = [];
   if (cfg.stdout !== false) {
     const pretty = cfg.pretty ?? process.stdout.isTTY === true;
-    streams.push({ level, stream: pretty ? prettyStdout(process.stdout.isTTY === true) : pino.destination({ dest: 1, sync: true }) });
+    const tty = process.stdout.isTTY === true;
+    // On a terminal: short lines above a live progress bar (shared/progress-bar.ts).
+    streams.push({ level, stream: pretty && tty ? terminalStdout() : pretty ? prettyStdout(false) : pino.destination({ dest: 1, sync: true }) });
   }
   let deferred: DeferredFile | null = null;
   if (cfg.file && cfg.deferFile) {
@@ -126,6 +129,48 @@ function prettyStdout(colorize: boolean): pino.DestinationStream {
   };
 }
 
+/** stdout on a terminal: each event as terminalLines(), printed above the progress bar. */
+function terminalStdout(): pino.DestinationStream {
+  const term = enableTerminalStatus();
+  return {
+    write(line: string) {
+      let rec: LogRecord;
+      try {
+        rec = JSON.parse(line) as LogRecord;
+      } catch {
+        term.line(fitLine(line.trimEnd(), term.columns()));
+        return;
+      }
+      for (const l of terminalLines(rec, term.columns(), true)) term.line(l);
+    },
+  };
+}
+
+/**
+ * An event for a terminal `columns` wide: "HH:MM:SS " and the human-readable line (without the
+ * ETA of progress lines: the bar has a better one), cut to one line for info, word-wrapped for
+ * warnings and errors (their remedy matters).
+ */
+export function terminalLines(rec: LogRecord, columns: number, color = false): string[] {
+  const t = typeof rec.time === 'string' ? new Date(rec.time) : new Date();
+  const hms = [t.getHours(), t.getMinutes(), t.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+  const level = typeof rec.level === 'number' ? rec.level : 30;
+  const tag = level >= 50 ? 'ERROR ' : level >= 40 ? 'WARN ' : '';
+  let lines: string[];
+  if (rec.event === 'progress' || typeof rec.msg !== 'string') {
+    lines = [fitLine(`${hms} ${humanLine({ ...rec, etaS: undefined })}`, columns)];
+  } else if (tag) {
+    lines = wrapLine(`${hms} ${tag}${humanLine(rec, { eventName: false })}`, columns);
+  } else {
+    // Info: the message in full (it may hold a URL or a command), the key=value details as far as they fit.
+    lines = wrapLine(`${hms} ${humanLine({ ...rec, msg: rec.msg }, { eventName: false, details: false })}`, columns, '    ', 4);
+    const kv = detailsText(rec);
+    if (kv) lines[lines.length - 1] = fitLine(`${lines[lines.length - 1]}  ${kv}`, columns);
+  }
+  if (color && tag) lines[0] = lines[0].replace(tag, `\x1b[${level >= 50 ? 31 : 33}m${tag.trimEnd()}\x1b[0m `);
+  return lines;
+}
+
 const HIDDEN = new Set(['event', 'msg', 'level', 'time', 'pid', 'hostname', 'name', 'config']);
 
 const num = (v: unknown, digits = 3): string => (typeof v === 'number' ? String(Number.isInteger(v) ? v : Number(v.toPrecision(digits))) : '-');
@@ -139,9 +184,11 @@ export function formatSeconds(s: number): string {
 }
 
 /** The human-readable form of one event: a compact line for progress, msg + key=value otherwise. */
-export function humanLine(rec: LogRecord): string {
+export function humanLine(rec: LogRecord, opts: { eventName?: boolean; details?: boolean } = {}): string {
   const who = rec.name === 'worker' && typeof rec.worker === 'string' ? `[${rec.worker}] ` : '';
-  const ev = `${who}${rec.event ? `${rec.event}: ` : ''}`;
+  // On a terminal the message alone says it (the event name is for machines): shorter lines.
+  const named = rec.event && (opts.eventName !== false || !rec.msg || rec.event === 'progress');
+  const ev = `${who}${named ? `${rec.event}: ` : ''}`;
   if (rec.event === 'progress' && typeof rec.iteration === 'number') {
     const parts = [
       `it ${rec.iteration}/${rec.iterations ?? '?'}${rec.epoch !== undefined ? ` ep ${rec.epoch}` : ''}`,
@@ -155,6 +202,12 @@ export function humanLine(rec: LogRecord): string {
     if (typeof rec.etaS === 'number') parts.push(`ETA ${formatSeconds(rec.etaS)}`);
     return `${ev}${parts.join(' | ')}`;
   }
+  const kv = opts.details === false ? '' : detailsText(rec);
+  return `${ev}${rec.msg ?? ''}${kv ? `  ${kv}` : ''}`;
+}
+
+/** An event's fields as key=value (what humanLine appends to the message). */
+function detailsText(rec: LogRecord): string {
   const kv: string[] = [];
   for (const [k, v] of Object.entries(rec)) {
     // A worker's own lines carry its id on every line: shown once, up front.
@@ -165,7 +218,7 @@ export function humanLine(rec: LogRecord): string {
     }
     kv.push(`${k}=${typeof v === 'number' ? num(v, 4) : String(v)}`);
   }
-  return `${ev}${rec.msg ?? ''}${kv.length ? `  ${kv.join(' ')}` : ''}`;
+  return kv.join(' ');
 }
 
 /** The most characters of any one peer-supplied value quoted in a log line or a refusal reason. */

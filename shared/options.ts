@@ -16,6 +16,13 @@ export type GLoss = (typeof G_LOSSES)[number];
 export const OPTIMIZERS = ['adam', 'sgd'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 
+/**
+ * Micro-shards per minibatch when --shards is not given: enough for 16 workers to share a phase
+ * and for fine-grained load balancing, while workers send one summed gradient per aligned block
+ * they hold (shared/tree-sum.ts), so bytes up do not grow with it (docs/performance.md).
+ */
+export const DEFAULT_SHARDS = 16;
+
 /** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
 export const MLP2D_DEFAULT_WIDTH = 64;
 
@@ -52,7 +59,7 @@ const opt = <T>(spec: OptionSpec<T>): OptionSpec<T> => spec;
 
 /** Every training option, in --help order. */
 export const GAN_OPTIONS = {
-  dataset: opt<string>({ flag: 'dataset', kind: 'string', value: '<source>', group: DATA, help: 'mnist | idx:<dir> | ring8 | grid25', defaultText: 'mnist', resume: { fixed: (c) => c.train.dataset } }),
+  dataset: opt<string>({ flag: 'dataset', kind: 'string', value: '<source>', group: DATA, help: 'mnist | fashion | idx:<dir> | ring8 | grid25', defaultText: 'mnist', resume: { fixed: (c) => c.train.dataset } }),
   model: opt<ModelKind>({ flag: 'model', kind: 'string', value: '<kind>', group: DATA, help: MODEL_KINDS.join(' | '), defaultText: 'mlp-small (mlp2d for mixtures)', resume: { fixed: (c) => c.model.kind } }),
   conditional: opt<boolean>({ flag: 'conditional', kind: 'boolean', group: DATA, help: 'feed class labels to G and D (labelled data sets only)', resume: { fixed: (c) => c.model.numClasses > 0 } }),
   noiseDim: opt<number>({ flag: 'noise-dim', kind: 'int', value: '<n>', group: DATA, help: 'dimension of the noise z', defaultText: 'per model', resume: { fixed: (c) => c.model.noiseDim } }),
@@ -84,7 +91,7 @@ export const GAN_OPTIONS = {
   momentum: opt<number>({ flag: 'momentum', kind: 'number', value: '<m>', group: TRAIN, help: 'sgd momentum', default: 0.5, resume: { fixed: (c) => c.optimizer.momentum } }),
   seed: opt<number>({ flag: 'seed', kind: 'int', value: '<n>', group: TRAIN, help: 'run seed: init, data order, noise, dropout', default: 1, resume: { fixed: (c) => c.train.seed } }),
   batchSize: opt<number>({ flag: 'batch-size', kind: 'int', value: '<n>', group: TRAIN, help: 'global minibatch B', default: 64, resume: { fixed: (c) => c.train.batchSize } }),
-  shards: opt<number>({ flag: 'shards', kind: 'int', value: '<n>', group: TRAIN, help: 'micro-shards S per batch (B must be a multiple); each returns one full gradient', default: 4, resume: { fixed: (c) => c.train.shards } }),
+  shards: opt<number>({ flag: 'shards', kind: 'int', value: '<n>', group: TRAIN, help: 'micro-shards S per batch (B must be a multiple; up to S workers share a phase); a worker returns one summed gradient per aligned block of the shards it holds', default: DEFAULT_SHARDS, resume: { fixed: (c) => c.train.shards } }),
   dSteps: opt<number>({ flag: 'd-steps', kind: 'int', value: '<k>', group: TRAIN, help: 'k: D-steps per G-step', default: 1, resume: { fixed: (c) => c.train.dSteps } }),
   iterations: opt<number>({
     flag: 'iterations',

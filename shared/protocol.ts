@@ -153,6 +153,22 @@ export const MESSAGES = {
         /** Most shards the worker accepts in one task. */
         maxShards: f.int(1),
       }),
+      /**
+       * Present (true) when the worker runs in a browser tab (the coordinator's /join page), so a
+       * run started with --no-browser-workers can refuse it. Absent for gan-worker.
+       */
+      browser: f.optional(
+        f.custom((o, k, path): true => {
+          if (o[k] !== true) bad(`${path}.${k} must be true when present, got ${describe(o[k])}`);
+          return true;
+        }),
+      ),
+      /**
+       * Present when the worker authenticates with a short-lived join key instead of the run token
+       * (coordinator/join-key.ts): the key's expiry, unix seconds. The coordinator derives the key
+       * from its token and this expiry and checks the auth HMAC against it.
+       */
+      joinExpires: f.optional(f.int(0, UINT32_MAX)),
     },
     ['type', 'protocol'],
   ),
@@ -386,14 +402,20 @@ export const BYE_CODES = {
   BAD_WELCOME: protocolError,
   // refusals
   AUTH_FAILED: { close: WS_CLOSE.authFailed, fatal: true },
+  /** A hello with joinExpires whose join key has expired or claims too long a life (coordinator/join-key.ts). */
+  JOIN_KEY_EXPIRED: { close: WS_CLOSE.authFailed, fatal: true },
   BANNED: { close: WS_CLOSE.banned, fatal: true },
   REPLACED: { close: WS_CLOSE.replaced, fatal: true },
   WIRE_UNSUPPORTED: { close: WS_CLOSE.unsupported, fatal: true },
+  /** A browser hello (hello.browser) on a run started with --no-browser-workers. */
+  BROWSER_WORKERS_REFUSED: { close: WS_CLOSE.unsupported, fatal: true },
   SLOW_CONSUMER: { close: WS_CLOSE.slowConsumer },
   TOO_MANY_PENDING: { close: WS_TRY_AGAIN_LATER },
   // the worker's own lasting conditions (it closes, and keeps the code for its exit)
   TOKEN_REQUIRED: { close: WS_NORMAL, fatal: true },
   BACKEND_CANNOT_TRAIN: { close: WS_CLOSE.protocolError, fatal: true },
+  /** A browser tab cannot compute the auth HMAC (no WebCrypto: a page over plain http from another machine). */
+  HMAC_UNAVAILABLE: { close: WS_NORMAL, fatal: true },
   // clean endings
   SHUTTING_DOWN: { close: WS_CLOSE.shuttingDown },
   RUN_FINISHED: { close: WS_CLOSE.shuttingDown },
@@ -408,12 +430,12 @@ export function closeCodeFor(code: ByeCode): number {
   return BYE_CODES[code].close;
 }
 
-/** Close codes every bye of which is fatal, each with its bye code (used when no bye arrived). */
+/** Close codes every bye of which is fatal, each with its first bye code (used when no bye arrived). */
 const FATAL_CLOSE: ReadonlyMap<number, ByeCode> = (() => {
   const byClose = new Map<number, ByeCode[]>();
   for (const [code, spec] of Object.entries(BYE_CODES) as [ByeCode, ByeSpec][]) byClose.set(spec.close, [...(byClose.get(spec.close) ?? []), code]);
   const out = new Map<number, ByeCode>();
-  for (const [close, codes] of byClose) if (codes.length === 1 && (BYE_CODES[codes[0]!] as ByeSpec).fatal) out.set(close, codes[0]!);
+  for (const [close, codes] of byClose) if (codes.every((c) => (BYE_CODES[c] as ByeSpec).fatal)) out.set(close, codes[0]!);
   return out;
 })();
 

@@ -207,6 +207,12 @@ describe('the coordinator dashboard', () => {
       // Live: without a reload, the iteration moves on.
       await waitInPage(page, `Number(document.getElementById('iteration').textContent) > ${seen.iteration}`, 15_000);
 
+      // How to add a worker: the one-command install from this coordinator, with the tarball's sha256.
+      await waitInPage(page, `!document.getElementById('install').hidden`, 15_000);
+      const install = (await page.evaluate(`({ cmd: document.getElementById('install-cmd').textContent, sha: document.getElementById('install-sha').textContent })`)) as { cmd: string; sha: string };
+      expect(install.cmd).toBe(`npm install -g ${origin}/gan-distributed.tgz && gan-worker --coordinator ws://127.0.0.1:${port}`);
+      expect(install.sha).toBe(((await (await fetch(`${origin}/install.json`)).json()) as { sha256: string }).sha256);
+
       mkdirSync(ARTIFACTS, { recursive: true });
       const shot = join(ARTIFACTS, 'dashboard.png');
       await page.screenshot({ path: shot, fullPage: true });

@@ -1,13 +1,16 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { DataError } from '../shared/errors.ts';
+import { canonicalDataset, classifierDirFor, DEFAULT_CLASSIFIER_DIR, FASHION_CLASSIFIER_DIR } from '../trainer/eval/classifier.ts';
 import {
   DATA_SOURCES_HELP,
+  FASHION_MNIST_DIR,
+  loadFashionMnist,
   grid25,
   loadDataSource,
   loadIdxDir,
@@ -346,9 +349,60 @@ describe('loadDataSource', () => {
   });
 
   it('DATA_UNKNOWN_SOURCE lists the accepted forms', () => {
-    for (const spec of ['cifar10', 'idx:', 'MNIST']) {
-      expectDataError(() => loadDataSource(spec), 'DATA_UNKNOWN_SOURCE', `"${spec}"`, 'mnist', 'idx:<dir>', 'ring8', 'grid25');
+    for (const spec of ['cifar10', 'idx:', 'MNIST', 'Fashion']) {
+      expectDataError(() => loadDataSource(spec), 'DATA_UNKNOWN_SOURCE', `"${spec}"`, 'mnist', 'fashion', 'idx:<dir>', 'ring8', 'grid25');
     }
     expect(DATA_SOURCES_HELP).toContain('idx:<dir>');
+    expect(DATA_SOURCES_HELP).toContain(FASHION_MNIST_DIR);
   });
+});
+
+describe('fashion (Fashion-MNIST from Debian)', () => {
+  it("reads the Debian package's layout (gzipped train + t10k IDX files) from a folder: fashion-train / fashion-test", () => {
+    // A tiny stand-in written here, in the package's file names: 12 train and 4 test 28x28 images.
+    const dir = freshDir({
+      'train-images-idx3-ubyte.gz': gzipSync(idx('ubyte', [12, 28, 28], imagePixels(12, 28, 28))),
+      'train-labels-idx1-ubyte.gz': gzipSync(idx('ubyte', [12], Array.from({ length: 12 }, (_, i) => i % 10))),
+      't10k-images-idx3-ubyte.gz': gzipSync(idx('ubyte', [4, 28, 28], imagePixels(4, 28, 28))),
+      't10k-labels-idx1-ubyte.gz': gzipSync(idx('ubyte', [4], [9, 0, 3, 5])),
+    });
+    const { train, heldOut } = loadFashionMnist(dir);
+    expect([train.name, heldOut.name]).toEqual(['fashion-train', 'fashion-test']);
+    expect([train.n, heldOut.n]).toEqual([12, 4]);
+    expect(train.shape).toEqual([28, 28, 1]);
+    expect(train.numClasses).toBe(10);
+    expect(Array.from(heldOut.labels!)).toEqual([9, 0, 3, 5]);
+    // The same bytes through idx:<dir>.
+    const viaIdx = loadDataSource(`idx:${dir}`);
+    expect(viaIdx.kind === 'finite' && sha(viaIdx.train.x)).toBe(sha(train.x));
+  });
+
+  it('says how to install the package when its folder is missing', () => {
+    expectDataError(() => loadFashionMnist(join(root, 'no-such-folder')), 'IDX_MISSING_FILE', 'apt-get install -y dataset-fashion-mnist', 'idx:<dir>');
+  });
+
+  it('one name per data set for the shipped classifiers: idx:<the Debian folder> is fashion', () => {
+    expect(canonicalDataset(`idx:${FASHION_MNIST_DIR}`)).toBe('fashion');
+    expect(canonicalDataset(`idx:${FASHION_MNIST_DIR}/`)).toBe('fashion');
+    expect(canonicalDataset('fashion')).toBe('fashion');
+    expect(canonicalDataset('idx:/elsewhere')).toBe('idx:/elsewhere');
+    expect(classifierDirFor('mnist')).toBe(DEFAULT_CLASSIFIER_DIR);
+    expect(classifierDirFor('fashion')).toBe(FASHION_CLASSIFIER_DIR);
+    expect(classifierDirFor(`idx:${FASHION_MNIST_DIR}`)).toBe(FASHION_CLASSIFIER_DIR);
+    expect(classifierDirFor('idx:/elsewhere')).toBeNull();
+    expect(classifierDirFor('ring8')).toBeNull();
+  });
+
+  // Only where the Debian package is installed (CI does not install it: the tests above cover the loader).
+  it.runIf(existsSync(FASHION_MNIST_DIR))('loadDataSource("fashion"): 60,000 train and 10,000 test images, 28x28, 10 classes of 6,000 / 1,000', () => {
+    const s = loadDataSource('fashion');
+    if (s.kind !== 'finite') throw new Error('expected a finite source');
+    expect(s.spec).toBe('fashion');
+    expect([s.train.n, s.heldOut.n]).toEqual([60000, 10000]);
+    expect(s.train.shape).toEqual([28, 28, 1]);
+    expect(s.train.numClasses).toBe(10);
+    const perClass = new Array(10).fill(0);
+    for (const l of s.heldOut.labels!) perClass[l]++;
+    expect(perClass).toEqual(new Array(10).fill(1000));
+  }, 60_000);
 });

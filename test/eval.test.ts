@@ -19,8 +19,8 @@ import type { Dataset, MixtureSpec } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { exportModels, loadExportedModel, readExportMeta } from '../trainer/export.ts';
 import { accuracyByClass, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier } from '../trainer/eval/classifier.ts';
-import { Evaluator, flatMetrics, type GenerateFn, type ImageReport } from '../trainer/eval/evaluate.ts';
-import { featureStats, inceptionScore } from '../trainer/eval/image-metrics.ts';
+import { Evaluator, flatMetrics, formatReport, type GenerateFn, type ImageReport } from '../trainer/eval/evaluate.ts';
+import { classHistogram, featureStats, inceptionScore } from '../trainer/eval/image-metrics.ts';
 import { frechetDistance, gaussianStats, matMul, sqrtmPsd, symmetricEigen, traceSqrtProduct } from '../trainer/eval/linalg.ts';
 import { mixtureMetrics } from '../trainer/eval/mixture-metrics.ts';
 import { MinibatchStd } from '../shared/layers.ts';
@@ -259,6 +259,67 @@ describe('image scores with the shipped classifier', () => {
     expect(r.frechetDistance).toBeGreaterThan(10 * r.ceiling.frechetDistance);
     // And directly: identical rows, identical distributions.
     expect(inceptionScore(Float32Array.from({ length: 30 }, (_, i) => [0.2, 0.5, 0.3][i % 3]), 10, 3)).toBeCloseTo(1, 12);
+    // Every sample in one class: the others are missing, the max/min ratio is infinite and
+    // left out of the flat fields while the zero minimum share stays.
+    expect(r.classes.counts.reduce((a, b) => a + b, 0)).toBe(500);
+    expect(Math.max(...r.classes.counts)).toBe(500);
+    expect(r.classes.maxShare).toBe(1);
+    expect(r.classes.minShare).toBe(0);
+    expect(r.classes.maxMinRatio).toBe(Infinity);
+    const flat = flatMetrics(r);
+    expect(flat.classMaxShare).toBe(1);
+    expect(flat.classMinShare).toBe(0);
+    expect('classMaxMin' in flat).toBe(false);
+    expect(formatReport(r)).toMatch(/class share max\/min.*inf/);
+  }, HEAVY_TEST_MS);
+
+  it('class histogram: samples per class by the argmax, largest and smallest share, their ratio', () => {
+    // 6 rows, 3 classes: argmax 0, 1, 1, 2, 1, 0 -> counts [2, 3, 1].
+    const probs = Float32Array.of(0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.4, 0.3, 0.1, 0.1, 0.8, 0.2, 0.5, 0.3, 0.5, 0.25, 0.25);
+    const h = classHistogram(probs, 6, 3);
+    expect(h.counts).toEqual([2, 3, 1]);
+    expect(h.maxShare).toBeCloseTo(0.5, 12);
+    expect(h.minShare).toBeCloseTo(1 / 6, 12);
+    expect(h.maxMinRatio).toBe(3);
+    // Balanced: ratio 1. A missing class: min share 0, ratio infinite.
+    expect(classHistogram(Float32Array.of(1, 0, 0, 1), 2, 2).maxMinRatio).toBe(1);
+    const missing = classHistogram(Float32Array.of(1, 0, 0, 0.9, 0.1, 0), 2, 3);
+    expect(missing.counts).toEqual([2, 0, 0]);
+    expect(missing.maxMinRatio).toBe(Infinity);
+    expect(() => classHistogram(new Float32Array(0), 0, 3)).toThrow(RangeError);
+  });
+
+  it('class histogram of images: real digits are balanced (ratio < 1.5), a generator of only 0-4 misses half the classes, one of mostly 1s is unbalanced', () => {
+    const real = evaluator.evaluate(realDigits(mnist.train, 5), { samples: 1000 }) as ImageReport;
+    expect(real.classes.counts.reduce((a, b) => a + b, 0)).toBe(1000);
+    expect(real.classes.maxMinRatio).toBeLessThan(1.6);
+    expect(real.ceiling.classes.counts.reduce((a, b) => a + b, 0)).toBe(997);
+    expect(real.ceiling.classes.maxMinRatio).toBeLessThan(1.5);
+    const flat = flatMetrics(real);
+    expect(flat.classMaxMin).toBeCloseTo(real.classes.maxMinRatio, 3);
+    expect(flat.classMaxMinReal).toBeCloseTo(real.ceiling.classes.maxMinRatio, 3);
+    expect(formatReport(real)).toMatch(/samples per class \(classifier's argmax\): 0:\d+ 1:\d+/);
+
+    const { train } = mnist;
+    // The split is ordered by class: pick rows in a seeded random order.
+    const order = Array.from(permutation(train.n, 3));
+    const rowsWhere = (keep: (label: number) => boolean): number[] => order.filter((i) => keep(train.labels![i]));
+    const fromRows = (rows: number[]): GenerateFn => (_z, n) => {
+      const out = new Float32Array(n * train.dim);
+      for (let i = 0; i < n; i++) out.set(train.x.subarray(rows[i % rows.length] * train.dim, (rows[i % rows.length] + 1) * train.dim), i * train.dim);
+      return out;
+    };
+    const low = evaluator.evaluate(fromRows(rowsWhere((l) => l < 5)), { samples: 500 }) as ImageReport;
+    expect(low.classes.counts.slice(5).reduce((a, b) => a + b, 0)).toBeLessThan(25); // misclassified only
+    expect(low.classes.counts.slice(0, 5).every((c) => c > 50)).toBe(true);
+    // Half the rows are 1s, the other half random digits: 1 has ~11x the share of the others.
+    const ones = rowsWhere((l) => l === 1);
+    const mixed = order.slice(0, 1000);
+    const skewedRows = Array.from({ length: 1000 }, (_, i) => (i % 2 === 0 ? ones[i] : mixed[i]));
+    const skewed = evaluator.evaluate(fromRows(skewedRows), { samples: 1000 }) as ImageReport;
+    expect(skewed.classes.counts.indexOf(Math.max(...skewed.classes.counts))).toBe(1);
+    expect(skewed.classes.maxShare).toBeGreaterThan(0.5);
+    expect(skewed.classes.maxMinRatio).toBeGreaterThan(5);
   }, HEAVY_TEST_MS);
 
   it('real digits score near the real-data ceiling (held-out digits scored the same way)', () => {
@@ -400,6 +461,8 @@ describe('gan-eval and --eval-every', () => {
     expect(stdout).toMatch(/Fréchet distance \(features\)\s+[\d.]+\s+[\d.]+/);
     expect(stdout).toMatch(/label 1 \(100 samples\)/);
     expect(stdout).toMatch(/label 2 \(100 samples\)/);
+    expect(stdout).toMatch(/class share max\/min \(<= 1\.5 wanted\)\s+(inf|[\d.]+)\s+[\d.]+/);
+    expect(stdout).toMatch(/samples per class \(classifier's argmax\): 0:\d+ 1:\d+ 2:\d+/);
   }, 60_000);
 
   it('--eval-every logs eval events with the iteration and the metrics on a distributed run', async () => {

@@ -74,7 +74,7 @@ describe('PhaseRun assignment', () => {
       const S = 1 + Math.floor(rand() * 40);
       // Unmeasured workers: each gets the one-shard minimum whenever S >= n.
       const ws = Array.from({ length: n }, (_, i) => worker(`w${i}`, 0.5 + rand() * 100));
-      const r = new PhaseRun<FakeWorker>(plan(S), POLICY);
+      const r = new PhaseRun<FakeWorker>(plan(S), POLICY, [], 0); // no tree alignment: the proportional split
       const out = r.assignUnassigned(ws, 0);
       expectPartition(out, [...Array(S).keys()]);
       const total = ws.reduce((a, w) => a + 1 / w.msPerShard, 0);
@@ -91,6 +91,54 @@ describe('PhaseRun assignment', () => {
       // Workers keep the order they were given: ids ascend from one worker to the next.
       const firsts = out.map((a) => a.shardIds[0]);
       expect(firsts).toEqual([...firsts].sort((a, b) => a - b));
+    }
+  });
+
+  it('aligns ranges to the sum tree: gradients per phase flat in S (2N - 1 for equal workers), each count within 25% of its share', () => {
+    /** Gradients a phase sends up: one per aligned block of every assignment. */
+    const gradients = (r: PhaseRun<FakeWorker>, as: Assignment<FakeWorker>[]) => as.reduce((a, x) => a + r.blocksOf(x).length, 0);
+    // 3 equal workers at S = 64: 11 gradients with the proportional split, 5 aligned (24 / 24 / 16).
+    const three = () => [worker('a', 10), worker('b', 10), worker('c', 10)];
+    const flat = new PhaseRun<FakeWorker>(plan(64), POLICY, [], 0);
+    expect(gradients(flat, flat.assignUnassigned(three(), 0))).toBe(11);
+    const aligned = new PhaseRun<FakeWorker>(plan(64), POLICY);
+    const as3 = aligned.assignUnassigned(three(), 0);
+    expectPartition(as3, [...Array(64).keys()]);
+    expect(gradients(aligned, as3)).toBe(5);
+    expect(as3.map((a) => a.shardIds.length)).toEqual([24, 24, 16]);
+    // Equal workers: at most 2N - 1 gradients for every S from N to 64 (N exactly for N a power of two).
+    for (const S of [4, 8, 16, 32, 64]) {
+      for (let n = 1; n <= Math.min(8, S); n++) {
+        const r = new PhaseRun<FakeWorker>(plan(S), POLICY);
+        const g = gradients(r, r.assignUnassigned(Array.from({ length: n }, (_, i) => worker(`e${i}`, 7)), 0));
+        expect(g).toBeLessThanOrEqual((n & (n - 1)) === 0 ? n : 2 * n - 1);
+      }
+    }
+    // Random speed mixes (up to 20x apart), N = 1..8, S = 4..64: at most 3N gradients, never
+    // more than the proportional split; each count within 25% of its share.
+    let seed = 777;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let trial = 0; trial < 400; trial++) {
+      const n = 1 + Math.floor(rand() * 8);
+      const S = [4, 8, 16, 32, 64][Math.floor(rand() * 5)];
+      const ws = Array.from({ length: n }, (_, i) => ({ ...worker(`w${i}`, 1 + rand() * 20), measured: true }));
+      const base = new PhaseRun<FakeWorker>(plan(S), POLICY, [], 0);
+      const baseAs = base.assignUnassigned(ws, 0);
+      const baseCounts = new Map(baseAs.map((a) => [a.worker, a.shardIds.length]));
+      const r = new PhaseRun<FakeWorker>(plan(S), POLICY);
+      const as = r.assignUnassigned(ws, 0);
+      expectPartition(as, [...Array(S).keys()]);
+      const g = gradients(r, as);
+      expect(g).toBeLessThanOrEqual(gradients(base, baseAs));
+      expect(g).toBeLessThanOrEqual(3 * as.length);
+      // Who had shards keeps some; nobody moves by more than 25% of its proportional count
+      // (downwards), nor past 1.25x the proportional makespan (upwards).
+      const span = Math.max(...[...baseCounts].map(([w, c]) => c * w.msPerShard));
+      for (const [w, c] of baseCounts) {
+        const got = r.owes(w);
+        expect(got).toBeGreaterThanOrEqual(Math.max(1, Math.ceil(0.75 * c)));
+        expect(got).toBeLessThanOrEqual(Math.max(c, Math.floor((1.25 * span) / w.msPerShard)));
+      }
     }
   });
 

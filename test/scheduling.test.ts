@@ -7,7 +7,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { RING8_FLAGS, referenceHash, startInProcessCoordinator } from './helpers/inprocess.ts';
 import { cleanup, spawnCli, waitForEvent } from './helpers/processes.ts';
-import type { LogRecord } from '../shared/log.ts';
 
 const TEST_TIMEOUT = 120_000;
 /** Injected per-shard time, equal for both workers: it dominates their real compute, so both measure about the same speed. */
@@ -15,9 +14,11 @@ const SHARD_MS = '30';
 
 afterAll(cleanup);
 
-/** framesReceived per worker in a progress line (one result frame per shard). */
-const resultsIn = (rec: LogRecord, worker: string): number =>
-  (rec.workerBytes as { worker: string; framesReceived: number }[] | undefined)?.find((w) => w.worker === worker)?.framesReceived ?? 0;
+/** Shards done per worker (the coordinator's /status) at one progress line. */
+interface Snapshot {
+  iteration: number;
+  done: Record<string, number>;
+}
 
 describe('a worker joining mid-run', () => {
   it(
@@ -26,6 +27,27 @@ describe('a worker joining mid-run', () => {
       const flags = RING8_FLAGS.map((f, i) => (RING8_FLAGS[i - 1] === '--iterations' ? '60' : f));
       const reference = await referenceHash(flags);
       const c = await startInProcessCoordinator({ flags, report: { logEvery: 5 } });
+      // At every progress line (logged synchronously, so status() is read at that moment), the
+      // shards each worker has done: a predicate that never matches, run on every new record.
+      const snaps: Snapshot[] = [];
+      let seen = 0;
+      let snapping = true;
+      const stopSnapshots = () => (snapping = false);
+      void c
+        .waitFor(
+          () => {
+            for (; snapping && seen < c.records.length; seen++) {
+              const r = c.records[seen]!;
+              if (r.event !== 'progress') continue;
+              const st = c.coordinator.status() as { workers: { id: string; shardsDone: number }[] };
+              snaps.push({ iteration: Number(r.iteration), done: Object.fromEntries(st.workers.map((w) => [w.id, w.shardsDone])) });
+            }
+            return !snapping;
+          },
+          TEST_TIMEOUT,
+          'the end of the run',
+        )
+        .catch(() => undefined);
       try {
         const first = spawnCli('worker', ['--coordinator', c.url, '--id', 'first', '--backend', 'wasm'], { env: { GAN_TEST_SHARD_DELAY_MS: SHARD_MS }, name: 'worker first' });
         await c.waitFor((r) => r.event === 'progress' && Number(r.iteration) >= 10, 60_000, 'iteration 10');
@@ -34,17 +56,21 @@ describe('a worker joining mid-run', () => {
         expect(welcomed.warmupMs as number).toBeGreaterThanOrEqual(0);
         const joined = await c.waitFor((r) => r.event === 'worker_joined' && r.worker === 'joiner', 10_000, 'the joiner');
         const result = await c.done;
+        stopSnapshots();
         expect(result.weightsHash).toBe(reference);
-        // Progress windows that start after the join (the first one may straddle it).
-        const windows = c.records.filter((r) => r.event === 'progress' && c.records.indexOf(r) > c.records.indexOf(joined)).slice(1);
+        // Shares in shards (a result frame is a block of shards, so frames would not do), per
+        // progress window that starts after the join (the first one may straddle it).
+        const after = snaps.filter((x) => x.iteration > Number(joined.iteration ?? 0) && 'joiner' in x.done);
+        // The first window may hold the phase in flight when it joined, which it did not get.
+        const windows = after.slice(1).map((x, i) => ({ iteration: x.iteration, from: after[i]!, to: x })).slice(1);
         expect(windows.length, 'progress windows after the join').toBeGreaterThanOrEqual(3);
-        for (const w of windows) {
-          const mine = resultsIn(w, 'joiner');
-          const theirs = resultsIn(w, 'first');
-          expect(mine + theirs, `iteration ${w.iteration}`).toBeGreaterThan(0);
+        for (const { iteration, from, to } of windows) {
+          const mine = to.done.joiner - from.done.joiner;
+          const theirs = (to.done.first ?? 0) - (from.done.first ?? 0);
+          expect(mine + theirs, `iteration ${iteration}`).toBeGreaterThan(0);
           // Equal speeds: half each, within 25%.
-          expect(mine / (mine + theirs), `joiner's share up to iteration ${w.iteration}: ${mine} of ${mine + theirs}`).toBeGreaterThanOrEqual(0.5 * 0.75);
-          expect(mine / (mine + theirs)).toBeLessThanOrEqual(0.5 * 1.25);
+          expect(mine / (mine + theirs), `joiner's share up to iteration ${iteration}: ${mine} of ${mine + theirs} shards`).toBeGreaterThanOrEqual(0.5 * 0.75);
+          expect(mine / (mine + theirs), `joiner's share up to iteration ${iteration}: ${mine} of ${mine + theirs} shards`).toBeLessThanOrEqual(0.5 * 1.25);
         }
         void first;
       } finally {

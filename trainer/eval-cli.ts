@@ -12,7 +12,6 @@ import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { loadDataSource } from './data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
-import { DEFAULT_CLASSIFIER_DIR } from './eval/classifier.ts';
 import { Evaluator, flatMetrics, formatReport } from './eval/evaluate.ts';
 import { EVAL_CLI } from '../coordinator/cli-specs.ts';
 import { exportDirOf, loadGeneratorFromCheckpoint, loadGeneratorFromExport, type LoadedGenerator } from './eval-load.ts';
@@ -48,7 +47,7 @@ runMain(async () => {
   const { config } = gen;
   if (labels && config.model.numClasses === 0) throw new ConfigError('LABEL_UNCONDITIONAL', '--labels applies to conditional models only; this generator has no class input');
   const source = loadDataSource(typeof v.dataset === 'string' ? v.dataset : config.train.dataset);
-  const evaluator = await Evaluator.create(config, source, { classifierDir: typeof v.classifier === 'string' ? resolve(v.classifier) : DEFAULT_CLASSIFIER_DIR });
+  const evaluator = await Evaluator.create(config, source, { classifierDir: typeof v.classifier === 'string' ? resolve(v.classifier) : undefined });
   const t0 = performance.now();
   const report = evaluator.evaluate(gen.generate, { samples, seed, labels });
   const seconds = (performance.now() - t0) / 1000;

@@ -19,6 +19,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { validateConfig, type GanConfig } from '../shared/config.ts';
 import { writeFileAtomic } from './durable-file.ts';
 import { GanError } from '../shared/errors.ts';
+import { writeGeneratorPage } from './generator-page.ts';
 // Registers the custom layers with tfjs serialization, so an exported D deserializes here.
 import { Maxout, MinibatchStd, SeededDropout } from '../shared/layers.ts';
 import type { GanReplica } from '../shared/replica.ts';
@@ -110,7 +111,7 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
  * Writes G and D (with the replica's current weights: sync it to the master weights first) and
  * gan.json into `dir`. Returns the paths of the two model.json files.
  */
-export async function exportModels(replica: GanReplica, dir: string, meta: ExportMeta): Promise<{ generator: string; discriminator: string }> {
+export async function exportModels(replica: GanReplica, dir: string, meta: ExportMeta): Promise<{ generator: string; discriminator: string; page?: string }> {
   const root = resolve(dir);
   const g = await saveLayersModel(replica.models.g, join(root, 'generator'));
   const d = await saveLayersModel(replica.models.d, join(root, 'discriminator'));
@@ -143,7 +144,15 @@ export async function exportModels(replica: GanReplica, dir: string, meta: Expor
     },
   };
   writeFileAtomic(join(root, META_FILE), JSON.stringify(file, null, 2));
-  return { generator: g.path, discriminator: d.path };
+  // index.html: draws samples from generator/ in a browser (trainer/generator-page.ts). A nicety:
+  // if it cannot be written (tfjs's browser bundles missing from node_modules), the export stands.
+  let page: string | undefined;
+  try {
+    page = writeGeneratorPage(root);
+  } catch {
+    page = undefined;
+  }
+  return { generator: g.path, discriminator: d.path, ...(page ? { page } : {}) };
 }
 
 const missing = (what: string, path: string): GanError =>

@@ -7,6 +7,7 @@
  * computes every shard in this process (gan-train), the Coordinator hands them to workers. Both
  * apply them to the same TrainingState, so the schedule cannot drift between the two modes.
  */
+import { LiveProgress } from '../shared/progress-bar.ts';
 import { join } from 'node:path';
 import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
@@ -40,6 +41,8 @@ export interface PhaseExecutor {
   outputReplica(withD: boolean): GanReplica;
   /** After a checkpoint was written (the coordinator refreshes report.html). */
   checkpointed?(): void;
+  /** Workers computing now, for the terminal progress bar (absent: one process). */
+  workerCount?(): number;
 }
 
 export interface CheckpointSchedule extends Omit<CheckpointWriterConfig, 'runDir'> {
@@ -73,6 +76,8 @@ export interface TrainResult {
 export class Trainer {
   /** iteration/dStep of the newest checkpoint written by this process. */
   private lastCheckpointAt: string | null = null;
+  /** The live progress bar on a terminal (shared/progress-bar.ts; a no-op otherwise). */
+  private liveBar = new LiveProgress();
 
   constructor(readonly executor: PhaseExecutor, readonly schedule: TrainerSchedule) {}
 
@@ -88,6 +93,7 @@ export class Trainer {
     while (!this.state.finished && !ex.stopping) {
       const summary = await ex.executePhase();
       if (!summary) break;
+      this.liveBar.phase(summary, this.schedule.config.train.iterations, ex.workerCount?.());
       if (summary.phase !== 'G') continue;
       const it = this.state.iteration;
       ex.reportProgress(it % logEvery === 0);
@@ -95,6 +101,7 @@ export class Trainer {
       if (evaluation && it % evaluation.every === 0) this.evaluate();
       if (checkpoint && checkpoint.every > 0 && it % checkpoint.every === 0) this.saveCheckpoint();
     }
+    this.liveBar.end();
     ex.reportProgress(true);
     if (checkpoint) this.saveCheckpoint();
     if (sampleEvery === 0 || this.state.iteration % sampleEvery !== 0) this.writeSample();

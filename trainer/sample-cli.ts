@@ -16,6 +16,8 @@ import { loadExportedModel, readExportMeta } from './export.ts';
 import { imageGrid, scatterPlot, writePng } from './png.ts';
 import { deriveSeed, normalArray, STREAM } from '../shared/rng.ts';
 import { SAMPLE_CLI } from '../coordinator/cli-specs.ts';
+import { serveExport } from '../coordinator/generator-page.ts';
+import { listenError } from '../coordinator/listen-error.ts';
 
 const MAX_COUNT = 100_000;
 const SCATTER_RANGE = 5;
@@ -29,6 +31,7 @@ runMain(async () => {
   const exportDir = resolve(v.export);
   // gan.json first: a missing or broken export is reported before the backend starts.
   const meta = readExportMeta(exportDir);
+  if (v.serve) return serve(exportDir, typeof v.host === 'string' ? v.host : '127.0.0.1', v.port === undefined ? 8601 : Number(v.port));
   const { noiseDim, numClasses, dataShape } = meta.config.model;
   const points = dataShape.length === 1 && dataShape[0] === 2;
 
@@ -71,3 +74,23 @@ runMain(async () => {
   process.stdout.write(`${out}\n`);
   return 0;
 });
+
+/** --serve: the export's generator page over HTTP until SIGINT/SIGTERM (browsers cannot fetch the model from file://). */
+async function serve(exportDir: string, host: string, port: number): Promise<number> {
+  if (port < 0 || port > 65535) throw new ConfigError('BAD_PORT', `--port must be in 0..65535; got ${port}`);
+  let server;
+  try {
+    server = await serveExport(exportDir, host, port);
+  } catch (err) {
+    throw listenError(err as Error, host, port);
+  }
+  const addr = server.address() as { port: number };
+  process.stdout.write(`serving the generator page of ${exportDir} at http://${host.includes(':') ? `[${host}]` : host}:${addr.port}/ (Ctrl-C stops)\n`);
+  await new Promise<void>((done) => {
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  server.close();
+  server.closeAllConnections();
+  return 0;
+}

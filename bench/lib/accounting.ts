@@ -6,7 +6,8 @@
  * so a window is one iteration; the code still divides by the iterations a window covers.
  */
 import type { ByteCounters } from '../../trainer/progress.ts';
-import { decomposeRange } from '../../shared/tree-sum.ts';
+import { PhaseRun, type Assignee } from '../../coordinator/phase-run.ts';
+import type { PhasePlan } from '../../trainer/training-state.ts';
 
 /** One progress line, as parsed from the coordinator's JSON log. */
 export type ProgressLine = Record<string, unknown>;
@@ -98,20 +99,21 @@ export interface MinimumInput {
 
 /**
  * Gradients sent up per phase by `workers` equally fast workers sharing `shards` micro-shards:
- * each holds a contiguous range (largest-remainder split, as PhaseRun.assignUnassigned) and
- * sends one summed gradient per aligned block of it (shared/tree-sum.ts decomposeRange): about
- * one per worker, never more than 2 log2(S) per worker, independent of S for one worker.
+ * each holds the contiguous range PhaseRun.assignUnassigned plans (proportional, then moved by
+ * at most 25% to align with the sum tree) and sends one summed gradient per aligned block of it
+ * (shared/tree-sum.ts): N when N is a power of two, at most 2N - 1 otherwise, flat in S.
  */
 export function gradientsPerPhase(shards: number, workers: number): number {
-  const n = Math.min(workers, shards);
-  let blocks = 0;
-  let lo = 0;
-  for (let i = 0; i < n; i++) {
-    const count = Math.floor(shards / n) + (i < shards % n ? 1 : 0);
-    blocks += decomposeRange(lo, lo + count, shards).length;
-    lo += count;
-  }
-  return blocks;
+  const plan: PhasePlan = {
+    iteration: 0,
+    phase: 'D',
+    dStep: 0,
+    shards: Array.from({ length: shards }, (_, s) => ({ shardId: s, seed: s, rows: 1 })),
+    samplerBefore: { epoch: 0, cursor: 0, batches: 0 },
+  };
+  const run = new PhaseRun<Assignee>(plan, { factor: 3, minMs: 1000 });
+  const ws: Assignee[] = Array.from({ length: workers }, (_, i) => ({ sessionId: i + 1, msPerShard: 10, measured: true }));
+  return run.assignUnassigned(ws, 0).reduce((a, x) => a + run.blocksOf(x).length, 0);
 }
 
 /**
@@ -153,4 +155,35 @@ export function splitOf(w: Window): SplitMs {
     iterationMs: per('wallS'),
     coordinatorMs: per('coordinatorS'),
   };
+}
+
+/**
+ * Bytes up (worker -> coordinator: TCP payload of the WebSocket connections, framing included)
+ * per phase in one window, all workers together: what the coordinator's link receives.
+ */
+export function upBytesPerPhase(w: Window, phasesPerIteration: number): number {
+  return workerBytesOf(w.line).reduce((a, b) => a + b.wireReceived, 0) / w.iterations / phasesPerIteration;
+}
+
+/** One /status sample: cumulative shards done and the speed estimate per worker id. */
+export interface ShardSample {
+  iteration: number;
+  done: Record<string, number>;
+  msPerShard: Record<string, number>;
+}
+
+/**
+ * A joiner's share of the shards done between two /status samples, against its
+ * speed-proportional share (1/ms over the sum of 1/ms of the workers, from the later sample's
+ * estimates). Null when no shards were done in between or the joiner is missing.
+ */
+export function joinerShare(from: ShardSample, to: ShardSample, joiner: string): { share: number; expected: number; shards: number; total: number } | null {
+  const ids = Object.keys(to.done);
+  if (!ids.includes(joiner)) return null;
+  const delta = (id: string) => (to.done[id] ?? 0) - (from.done[id] ?? 0);
+  const total = ids.reduce((a, id) => a + delta(id), 0);
+  if (total <= 0) return null;
+  const speed = (id: string) => 1 / Math.max(to.msPerShard[id] ?? NaN, 1e-3);
+  const expected = speed(joiner) / ids.reduce((a, id) => a + speed(id), 0);
+  return { share: delta(joiner) / total, expected, shards: delta(joiner), total };
 }

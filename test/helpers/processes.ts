@@ -70,6 +70,10 @@ export interface SpawnOptions {
   prefix?: string[];
   /** node/V8 flags before the script, e.g. ['--cpu-prof']. */
   nodeArgs?: string[];
+  /** Run this script instead of bin/gan-<cli>.js (e.g. a copy installed elsewhere by npm). */
+  script?: string;
+  /** Working directory (default: the repository root). */
+  cwd?: string;
 }
 
 const spawned = new Set<Proc>();
@@ -81,8 +85,8 @@ export function spawnCli(cli: CliName, args: string[], opts: SpawnOptions = {}):
   // Nothing from the outer environment may steer a test run (tokens, hooks, log level).
   for (const k of Object.keys(env)) if (k.startsWith('GAN_')) delete env[k];
   Object.assign(env, opts.env ?? {});
-  const argv = [...(opts.prefix ?? []), process.execPath, ...(opts.nodeArgs ?? []), BINS[cli], ...args];
-  const child = spawn(argv[0], argv.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...(opts.prefix ?? []), process.execPath, ...(opts.nodeArgs ?? []), opts.script ?? BINS[cli], ...args];
+  const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let resolveExit!: (e: ExitInfo) => void;
   const proc: Proc = {
     name: opts.name ?? cli,

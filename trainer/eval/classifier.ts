@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import { FASHION_MNIST_DIR } from '../data/index.ts';
 import { GanError } from '../../shared/errors.ts';
 import { loadExportedModel, MODEL_FILE } from '../export.ts';
 
@@ -24,6 +25,25 @@ export const CLASSIFIER_META_FILE = 'classifier.json';
 export const FEATURE_LAYER = 'features';
 /** models/classifier/ of this checkout: where `npm run train-classifier` writes and gan-eval reads. */
 export const DEFAULT_CLASSIFIER_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'classifier');
+/** models/classifier-fashion/: the same network trained on Fashion-MNIST (`--dataset fashion`). */
+export const FASHION_CLASSIFIER_DIR = resolve(DEFAULT_CLASSIFIER_DIR, '..', 'classifier-fashion');
+
+/** One name per data set: `idx:` + Debian's Fashion-MNIST folder is `fashion`. */
+export function canonicalDataset(spec: string): string {
+  if (spec.startsWith('idx:') && resolve(spec.slice(4)) === resolve(FASHION_MNIST_DIR)) return 'fashion';
+  return spec;
+}
+
+/**
+ * The shipped classifier for a data set: models/classifier/ for mnist, models/classifier-fashion/
+ * for Fashion-MNIST, null for any other (train one with npm run train-classifier -- --out <dir>).
+ */
+export function classifierDirFor(dataset: string): string | null {
+  const name = canonicalDataset(dataset);
+  if (name === 'mnist') return DEFAULT_CLASSIFIER_DIR;
+  if (name === 'fashion') return FASHION_CLASSIFIER_DIR;
+  return null;
+}
 
 export interface ClassAccuracy {
   label: number;
@@ -47,6 +67,8 @@ export interface ClassifierMeta {
   heldOut: { count: number; correct: number; accuracy: number; perClass: ClassAccuracy[] };
   training: {
     trainCount: number;
+    /** --train-limit: trained on a seeded subset of this many train images. */
+    trainLimit?: number;
     epochs: number;
     batchSize: number;
     lr: number;

@@ -22,8 +22,8 @@ import type { DataSource, Dataset, MixtureSpec } from '../../shared/data/types.t
 import { sampleMixture } from '../data/mixtures.ts';
 import { ConfigError, GanError } from '../../shared/errors.ts';
 import { deriveSeed, normalArray, permutation } from '../../shared/rng.ts';
-import { accuracyByClass, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
-import { featureStats, inceptionScore } from './image-metrics.ts';
+import { accuracyByClass, canonicalDataset, classifierDirFor, DEFAULT_CLASSIFIER_DIR, ImageClassifier, loadClassifier, type ClassAccuracy } from './classifier.ts';
+import { classHistogram, featureStats, inceptionScore, type ClassHistogram } from './image-metrics.ts';
 import { frechetDistance, type GaussianStats } from './linalg.ts';
 import { mixtureMetrics, type MixtureMetrics } from './mixture-metrics.ts';
 
@@ -68,7 +68,9 @@ export interface ImageReport {
   samples: number;
   inceptionScore: number;
   frechetDistance: number;
-  ceiling: { samples: number; inceptionScore: number; frechetDistance: number };
+  /** The classes the classifier sees in the samples. */
+  classes: ClassHistogram;
+  ceiling: { samples: number; inceptionScore: number; frechetDistance: number; classes: ClassHistogram };
   /** The Fréchet distance compares against this set's classifier features. */
   reference: { split: string; count: number };
   classifier: { dir: string | null; dataset: string | null; heldOutAccuracy: number | null };
@@ -89,7 +91,7 @@ function isImageShape(shape: number[]): boolean {
 export class Evaluator {
   private refStats: GaussianStats | null = null;
   private heldOutScores: { probs: Float32Array; features: Float32Array } | null = null;
-  private ceilingCache = new Map<string, { inceptionScore: number; frechetDistance: number }>();
+  private ceilingCache = new Map<string, { inceptionScore: number; frechetDistance: number; classes: ClassHistogram }>();
 
   private constructor(
     readonly config: GanConfig,
@@ -100,14 +102,15 @@ export class Evaluator {
 
   /**
    * Builds an evaluator for a run's config. Image models need a classifier: `classifier` (shared,
-   * not disposed here) or the one in `classifierDir` (default models/classifier/).
+   * not disposed here) or the one in `classifierDir` (default: the data set's shipped one,
+   * classifierDirFor, else models/classifier/).
    */
   static async create(config: GanConfig, source: DataSource, opts: { classifier?: ImageClassifier; classifierDir?: string } = {}): Promise<Evaluator> {
     if (source.kind === 'mixture') return new Evaluator(config, source, null, false);
     if (!isImageShape(config.model.dataShape)) {
       throw new GanError('EVAL_UNSUPPORTED', `cannot evaluate samples of shape [${config.model.dataShape}]: expected 2-D mixture points or images`);
     }
-    const classifier = opts.classifier ?? (await loadClassifier(opts.classifierDir ?? DEFAULT_CLASSIFIER_DIR));
+    const classifier = opts.classifier ?? (await loadClassifier(opts.classifierDir ?? classifierDirFor(source.spec) ?? DEFAULT_CLASSIFIER_DIR));
     const want = config.model.dataShape.join('x');
     if (classifier.inputShape.join('x') !== want) {
       if (!opts.classifier) classifier.dispose();
@@ -173,7 +176,7 @@ export class Evaluator {
     const { train, heldOut } = this.source;
     const warnings: string[] = [];
     const clfDataset = clf.meta?.dataset ?? null;
-    if (clfDataset !== null && clfDataset !== this.source.spec) {
+    if (clfDataset !== null && canonicalDataset(clfDataset) !== canonicalDataset(this.source.spec)) {
       warnings.push(`the classifier was trained on '${clfDataset}', this model on '${this.source.spec}': the scores measure how ${clfDataset}-like the samples are`);
     }
     const { probs, features } = clf.run(x, samples);
@@ -183,6 +186,7 @@ export class Evaluator {
       samples,
       inceptionScore: inceptionScore(probs, samples, clf.classes),
       frechetDistance: frechetDistance(featureStats(features, samples, clf.featureDim), this.reference()),
+      classes: classHistogram(probs, samples, clf.classes),
       ceiling: { samples: Math.min(samples, heldOut.n), ...this.ceiling(Math.min(samples, heldOut.n), seed) },
       reference: { split: train.name, count: train.n },
       classifier: { dir: clf.dir, dataset: clfDataset, heldOutAccuracy: clf.meta?.heldOut.accuracy ?? null },
@@ -209,7 +213,7 @@ export class Evaluator {
   }
 
   /** IS and Fréchet distance of n held-out digits (all of them, or a seeded subset). */
-  private ceiling(n: number, seed: number): { inceptionScore: number; frechetDistance: number } {
+  private ceiling(n: number, seed: number): { inceptionScore: number; frechetDistance: number; classes: ClassHistogram } {
     const { ds, probs, features } = this.heldOut();
     const key = n >= ds.n ? `all` : `${n}/${seed}`;
     const hit = this.ceilingCache.get(key);
@@ -230,6 +234,7 @@ export class Evaluator {
     const out = {
       inceptionScore: inceptionScore(p, n, clf.classes),
       frechetDistance: frechetDistance(featureStats(f, n, clf.featureDim), this.reference()),
+      classes: classHistogram(p, n, clf.classes),
     };
     this.ceilingCache.set(key, out);
     return out;
@@ -261,7 +266,8 @@ const r4 = (x: number) => Number(x.toFixed(4));
 
 /**
  * The headline numbers of a report as flat fields (the `eval` log event, bench rows). A value
- * that is not a finite number (reverse KL with no high-quality sample) is left out.
+ * that is not a finite number (reverse KL with no high-quality sample, the class max/min ratio
+ * when a class got no sample: classMinShare is 0 then) is left out.
  */
 export function flatMetrics(report: EvalReport): Record<string, number> {
   const raw: Record<string, number> =
@@ -279,6 +285,10 @@ export function flatMetrics(report: EvalReport): Record<string, number> {
           frechetDistance: r4(report.frechetDistance),
           inceptionScoreReal: r4(report.ceiling.inceptionScore),
           frechetDistanceReal: r4(report.ceiling.frechetDistance),
+          classMaxShare: r4(report.classes.maxShare),
+          classMinShare: r4(report.classes.minShare),
+          classMaxMin: r4(report.classes.maxMinRatio),
+          classMaxMinReal: r4(report.ceiling.classes.maxMinRatio),
           ...(report.conditional ? { labelAccuracy: r4(report.conditional.accuracy), labelAccuracyReal: r4(report.conditional.ceiling.accuracy) } : {}),
         };
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => Number.isFinite(v)));
@@ -305,11 +315,15 @@ export function formatReport(report: EvalReport): string {
   lines.push(
     `classifier: ${report.classifier.dir ?? '(in memory)'}${report.classifier.dataset ? `, trained on ${report.classifier.dataset}` : ''}${acc !== null ? `, held-out accuracy ${pct(acc)}` : ''}`,
   );
-  lines.push(`${report.dataset}: ${report.samples} generated samples; real data: ${report.ceiling.samples} held-out digits; Fréchet reference: ${report.reference.count} digits of ${report.reference.split}`);
+  lines.push(`${report.dataset}: ${report.samples} generated samples; real data: ${report.ceiling.samples} held-out images; Fréchet reference: ${report.reference.count} images of ${report.reference.split}`);
   for (const w of report.warnings) lines.push(`warning: ${w}`);
   row('metric', 'generated', 'real data');
   row('Inception Score (classifier)', fix(report.inceptionScore, 3), fix(report.ceiling.inceptionScore, 3));
   row('Fréchet distance (features)', fix(report.frechetDistance, 3), fix(report.ceiling.frechetDistance, 3));
+  const ratio = (h: ClassHistogram) => (Number.isFinite(h.maxMinRatio) ? h.maxMinRatio.toFixed(2) : 'inf');
+  row('class share max/min (<= 1.5 wanted)', ratio(report.classes), ratio(report.ceiling.classes));
+  row('largest / smallest class share', `${pct(report.classes.maxShare)}/${pct(report.classes.minShare)}`, `${pct(report.ceiling.classes.maxShare)}/${pct(report.ceiling.classes.minShare)}`);
+  lines.push(`  samples per class (classifier's argmax): ${report.classes.counts.map((c, i) => `${i}:${c}`).join(' ')}`);
   if (report.conditional) {
     const c = report.conditional;
     row('label accuracy (all requested)', pct(c.accuracy), pct(c.ceiling.accuracy));
