@@ -16,7 +16,7 @@
  * fixed evaluation noise below). Modes / within 3 std / within 0.15 after 3,000 iterations (each
  * run prints its line as [learning]); GAN_LEARNING_SEEDS=1,2,3 and =4,5 run side by side on a
  * shared 2-core machine at load average 11-28:
- *   seed  1: 8/8 74% 95% (1,256 s)    seed  2: 8/8 91% 94% (1,298 s)    seed  4: 8/8 86% 96% (1,278 s)
+ *   seed  1: 8/8 74% 95% (1,256 s; 164 s alone at load ~1)    seed  2: 8/8 91% 94% (1,298 s)    seed  4: 8/8 86% 96% (1,278 s)
  *   seed  3: 8/8 90% 96% (204 s, load ~1) seed  5: 8/8 82% 95% (1,289 s)
  * All five pass (seeds 2 and 3 also meet bench:quality's ring8 target, >= 90%). The suite runs
  * seed 1. With 1 shard (before #15) seeds 1-10 gave 8/8 85% 95%, 8/8 67% 94%,
