@@ -60,7 +60,7 @@ export const GAN_FLAGS: FlagTable = {
   momentum: { type: 'string', value: '<m>', group: 'Training', kind: 'number', help: 'sgd momentum', defaultText: '0.5' },
   seed: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'run seed: init, data order, noise, dropout', defaultText: '1' },
   'batch-size': { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'global minibatch B', defaultText: '64' },
-  shards: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'micro-shards S per batch (B must be a multiple; up to S workers share a phase); a worker returns one summed gradient per aligned block of the shards it holds', defaultText: '16' },
+  shards: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'micro-shards S per batch (B must be a multiple; up to S workers share a phase); a worker returns one summed gradient per aligned block of the shards it holds', defaultText: 'batch/16 as a power of two (4 at batch 64)' },
   'd-steps': { type: 'string', value: '<k>', group: 'Training', kind: 'int', help: 'k: D-steps per G-step', defaultText: '1' },
   iterations: { type: 'string', value: '<n>', group: 'Training', kind: 'int', help: 'iterations of Algorithm 1', defaultText: '1000' },
   'g-ema': { type: 'string', value: '<decay>', group: 'Training', kind: 'number', help: "decay of a moving average of G's weights (e.g. 0.999), kept by the coordinator; samples, evaluation and exports use it (0: off)", defaultText: '0' },

@@ -111,11 +111,28 @@ export interface GanOptions {
 }
 
 /**
- * Micro-shards per minibatch when --shards is not given: enough for 16 workers to share a phase
- * and for fine-grained load balancing, while workers send one summed gradient per aligned block
- * they hold (shared/tree-sum.ts), so bytes up do not grow with it (docs/performance.md).
+ * Micro-shards per minibatch when --shards is not given: as many as keep at least
+ * DEFAULT_SHARD_ROWS rows per shard, a power of two (aligned blocks of the sum tree), at most
+ * MAX_DEFAULT_SHARDS. Workers send one summed gradient per aligned block they hold
+ * (shared/tree-sum.ts), so bytes up do not grow with the shard count, but compute does: every
+ * shard produces a full-size gradient (weight-gradient products, transposed weight copies, the
+ * readout), a fixed cost of ~15-20 ms on mlp-small on wasm whatever its rows. Measured per shard
+ * (D / G): 4 rows 20 / 24 ms, 16 rows 16 / 21 ms, 64 rows 66 / 68 ms; gan-train at batch 64,
+ * 40 iterations: 7.2 s with 4 shards, 20.8 s with 16 (docs/performance.md). So batch 64 gets 4
+ * shards (up to 4 workers per phase) and ring8's batch 256 gets 16.
  */
-export const DEFAULT_SHARDS = 16;
+export const DEFAULT_SHARD_ROWS = 16;
+export const MAX_DEFAULT_SHARDS = 64;
+
+export function defaultShards(batchSize: number, pack = 1): number {
+  let s = 1;
+  for (;;) {
+    const next = s * 2;
+    const rows = batchSize / next;
+    if (next > MAX_DEFAULT_SHARDS || !Number.isInteger(rows) || rows < DEFAULT_SHARD_ROWS || rows % pack !== 0) return s;
+    s = next;
+  }
+}
 
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
 /** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
@@ -180,7 +197,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       seed: opts.seed ?? 1,
       dataset,
       batchSize: opts.batchSize ?? 64,
-      shards: opts.shards ?? DEFAULT_SHARDS,
+      shards: opts.shards ?? defaultShards(opts.batchSize ?? 64, opts.pack ?? 1),
       dSteps: opts.dSteps ?? 1,
       iterations: opts.iterations ?? 1000,
       ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),
