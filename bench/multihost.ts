@@ -42,7 +42,7 @@ import { cpus, getPriority, loadavg } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
-import { DEFAULT_SHARDS, type GanOptions } from '../shared/config.ts';
+import { defaultShards, type GanOptions } from '../shared/config.ts';
 import { gradientsPerPhase, joinerShare, type ShardSample } from './lib/accounting.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
@@ -625,7 +625,7 @@ const FLAGS: FlagTable = {
   dataset: { type: 'string', help: 'training data set', defaultText: 'mnist' },
   model: { type: 'string', help: 'model', defaultText: 'mlp-small' },
   'batch-size': { type: 'string', kind: 'int', help: 'global batch B', defaultText: '96' },
-  shards: { type: 'string', kind: 'int', help: 'shards S per batch', defaultText: `${DEFAULT_SHARDS} (the trainers' default)` },
+  shards: { type: 'string', kind: 'int', help: 'shards S per batch', defaultText: "the trainers' default for the batch" },
   warmup: { type: 'string', kind: 'int', help: 'iterations dropped after all workers joined', defaultText: '3' },
   measure: { type: 'string', kind: 'int', help: 'iterations measured per configuration', defaultText: '12' },
   'run-timeout': { type: 'string', kind: 'number', help: 'seconds per configuration, start-up included (a run cut short keeps >= 3 measured iterations)', defaultText: '180' },
@@ -661,7 +661,7 @@ runMain(async () => {
     dataset: typeof v.dataset === 'string' ? v.dataset : 'mnist',
     model: typeof v.model === 'string' ? v.model : 'mlp-small',
     batchSize: int('batch-size', 96, 1),
-    shards: int('shards', DEFAULT_SHARDS, 1),
+    shards: int('shards', defaultShards(int('batch-size', 96, 1)), 1),
     warmup: int('warmup', 3, 1),
     measure: int('measure', 12, 3),
     runTimeoutMs: int('run-timeout', 180, 30) * 1000,

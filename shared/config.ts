@@ -5,9 +5,10 @@
 import { ConfigError } from './errors.ts';
 import type { DataSource } from './data/types.ts';
 import { WIRE_FORMATS, type WireFormat } from './protocol.ts';
-import { DEFAULT_SHARDS, G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
+import { defaultShards, G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
 
-export { DEFAULT_SHARDS, G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
+export { DEFAULT_SHARD_ROWS, defaultShards, MAX_DEFAULT_SHARDS } from './options.ts';
+export { G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
 
 export interface ModelConfig {
   kind: ModelKind;
@@ -142,7 +143,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
       seed: opts.seed ?? optionDefault('seed'),
       dataset,
       batchSize: opts.batchSize ?? optionDefault('batchSize'),
-      shards: opts.shards ?? optionDefault('shards'),
+      shards: opts.shards ?? defaultShards(opts.batchSize ?? optionDefault('batchSize'), opts.pack ?? optionDefault('pack')),
       dSteps: opts.dSteps ?? optionDefault('dSteps'),
       iterations: opts.iterations ?? optionDefault('iterations'),
       ...(opts.wire !== undefined && opts.wire !== 'fp32' ? { wire: opts.wire } : {}),

@@ -17,11 +17,28 @@ export const OPTIMIZERS = ['adam', 'sgd'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 
 /**
- * Micro-shards per minibatch when --shards is not given: enough for 16 workers to share a phase
- * and for fine-grained load balancing, while workers send one summed gradient per aligned block
- * they hold (shared/tree-sum.ts), so bytes up do not grow with it (docs/performance.md).
+ * Micro-shards per minibatch when --shards is not given: as many as keep at least
+ * DEFAULT_SHARD_ROWS rows per shard, a power of two (aligned blocks of the sum tree), at most
+ * MAX_DEFAULT_SHARDS. Workers send one summed gradient per aligned block they hold
+ * (shared/tree-sum.ts), so bytes up do not grow with the shard count, but compute does: every
+ * shard produces a full-size gradient (weight-gradient products, transposed weight copies, the
+ * readout), a fixed cost of ~15-20 ms on mlp-small on wasm whatever its rows. Measured per shard
+ * (D / G): 4 rows 20 / 24 ms, 16 rows 16 / 21 ms, 64 rows 66 / 68 ms; gan-train at batch 64,
+ * 40 iterations: 7.2 s with 4 shards, 20.8 s with 16 (docs/performance.md). So batch 64 gets 4
+ * shards (up to 4 workers per phase) and ring8's batch 256 gets 16.
  */
-export const DEFAULT_SHARDS = 16;
+export const DEFAULT_SHARD_ROWS = 16;
+export const MAX_DEFAULT_SHARDS = 64;
+
+export function defaultShards(batchSize: number, pack = 1): number {
+  let s = 1;
+  for (;;) {
+    const next = s * 2;
+    const rows = batchSize / next;
+    if (next > MAX_DEFAULT_SHARDS || !Number.isInteger(rows) || rows < DEFAULT_SHARD_ROWS || rows % pack !== 0) return s;
+    s = next;
+  }
+}
 
 /** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
 export const MLP2D_DEFAULT_WIDTH = 64;
@@ -91,7 +108,7 @@ export const GAN_OPTIONS = {
   momentum: opt<number>({ flag: 'momentum', kind: 'number', value: '<m>', group: TRAIN, help: 'sgd momentum', default: 0.5, resume: { fixed: (c) => c.optimizer.momentum } }),
   seed: opt<number>({ flag: 'seed', kind: 'int', value: '<n>', group: TRAIN, help: 'run seed: init, data order, noise, dropout', default: 1, resume: { fixed: (c) => c.train.seed } }),
   batchSize: opt<number>({ flag: 'batch-size', kind: 'int', value: '<n>', group: TRAIN, help: 'global minibatch B', default: 64, resume: { fixed: (c) => c.train.batchSize } }),
-  shards: opt<number>({ flag: 'shards', kind: 'int', value: '<n>', group: TRAIN, help: 'micro-shards S per batch (B must be a multiple; up to S workers share a phase); a worker returns one summed gradient per aligned block of the shards it holds', default: DEFAULT_SHARDS, resume: { fixed: (c) => c.train.shards } }),
+  shards: opt<number>({ flag: 'shards', kind: 'int', value: '<n>', group: TRAIN, help: 'micro-shards S per batch (B must be a multiple; up to S workers share a phase); a worker returns one summed gradient per aligned block of the shards it holds', defaultText: 'batch/16 as a power of two (4 at batch 64)', resume: { fixed: (c) => c.train.shards } }),
   dSteps: opt<number>({ flag: 'd-steps', kind: 'int', value: '<k>', group: TRAIN, help: 'k: D-steps per G-step', default: 1, resume: { fixed: (c) => c.train.dSteps } }),
   iterations: opt<number>({
     flag: 'iterations',

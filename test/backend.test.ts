@@ -62,3 +62,36 @@ describe('dcgan on a wasm process', () => {
     HEAVY_TEST_MS,
   );
 });
+
+describe('wasm matMul with a transposed operand', () => {
+  it(
+    'a·b^T computed as (b·a^T)^T for a small a gives the same bits as multiplying by a materialised b^T, and does not leak',
+    async () => {
+      await initBackend('wasm');
+      const { preferTransposedProduct } = await import('../shared/backend.ts');
+      // [m, n, k]: a shard's rows against mlp-small's and mlp2d's layers, odd sizes, one where b is small.
+      const shapes = [[4, 784, 512], [16, 512, 256], [3, 100, 37], [7, 1, 300], [64, 784, 512]];
+      for (const [m, n, k] of shapes) {
+        const a = tf.randomNormal([m, k], 0, 1, 'float32', m * 7 + n);
+        const b = tf.randomNormal([n, k], 0, 1, 'float32', k * 3 + 1);
+        const before = tf.memory().numTensors;
+        const viaKernel = tf.tidy(() => tf.matMul(a, b, false, true).dataSync());
+        expect(tf.memory().numTensors).toBe(before);
+        const bT = tf.transpose(b);
+        const plain = tf.tidy(() => tf.matMul(a, bT).dataSync());
+        expect(Buffer.from(viaKernel.buffer).equals(Buffer.from(plain.buffer)), `${m}x${k} · (${n}x${k})^T`).toBe(true);
+        tf.dispose([a, b, bT]);
+      }
+      expect(preferTransposedProduct([4, 512], [784, 512])).toBe(true);
+      expect(preferTransposedProduct([7, 300], [1, 300])).toBe(false);
+      // Batched (rank 3): the same identity per batch entry.
+      const a3 = tf.randomNormal([2, 5, 64], 0, 1, 'float32', 11);
+      const b3 = tf.randomNormal([2, 200, 64], 0, 1, 'float32', 12);
+      const k3 = tf.tidy(() => tf.matMul(a3, b3, false, true).dataSync());
+      const p3 = tf.tidy(() => tf.matMul(a3, tf.transpose(b3, [0, 2, 1])).dataSync());
+      expect(Buffer.from(k3.buffer).equals(Buffer.from(p3.buffer))).toBe(true);
+      tf.dispose([a3, b3]);
+    },
+    HEAVY_TEST_MS,
+  );
+});

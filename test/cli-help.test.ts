@@ -120,8 +120,8 @@ describe('help texts', () => {
       const { DEFAULT_IMAGE_SAMPLES, DEFAULT_MIXTURE_SAMPLES } = await import('../trainer/eval/evaluate.ts');
       expect(flagsOf(COORDINATOR_CLI)['eval-samples'].default).toBe(DEFAULT_PERIODIC_SAMPLES);
       expect(flagsOf(EVAL_CLI).samples.defaultText).toBe(`${DEFAULT_MIXTURE_SAMPLES} for 2-D mixtures, ${DEFAULT_IMAGE_SAMPLES} for images`);
-      const { DEFAULT_SHARDS } = await import('../shared/config.ts');
-      expect(flagsOf(TRAIN_CLI).shards.defaultText).toBe(String(DEFAULT_SHARDS));
+      const { defaultShards } = await import('../shared/config.ts');
+      expect(flagsOf(TRAIN_CLI).shards.defaultText).toContain(`${defaultShards(64)} at batch 64`);
     },
     60_000,
   );

@@ -16,9 +16,10 @@
  * fixed evaluation noise below). Modes / within 3 std / within 0.15 after 3,000 iterations (each
  * run prints its line as [learning]); GAN_LEARNING_SEEDS=1,2,3 and =4,5 run side by side on a
  * shared 2-core machine at load average 11-28:
- *   seed  1: 8/8 74% 95% (1,256 s)    seed  2: 8/8 91% 94% (1,298 s)    seed  4: 8/8 86% 96% (1,278 s)
- *   seed  5: 8/8 82% 95% (1,289 s)    seed  3: not finished by the session's deadline
- * All four pass (seed 2 also meets bench:quality's ring8 target, >= 90%). The suite runs seed 1. With 1 shard (before #15) seeds 1-10 gave 8/8 85% 95%, 8/8 67% 94%,
+ *   seed  1: 8/8 74% 95% (1,256 s; 164 s alone at load ~1)    seed  2: 8/8 91% 94% (1,298 s)    seed  4: 8/8 86% 96% (1,278 s)
+ *   seed  3: 8/8 90% 96% (204 s, load ~1) seed  5: 8/8 82% 95% (1,289 s)
+ * All five pass (seeds 2 and 3 also meet bench:quality's ring8 target, >= 90%). The suite runs
+ * seed 1. With 1 shard (before #15) seeds 1-10 gave 8/8 85% 95%, 8/8 67% 94%,
  * 8/8 81% 96%, 8/8 87% 96%, 8/8 86% 95%, 6/8 39% 95%, 8/8 89% 95%, 7/8 58% 94%, 8/8 84% 95%,
  * 8/8 79% 95% (nine of ten passing). 16 shards cost more than 1 in one process (each shard has a
  * fixed cost, docs/performance.md): ~30 s of one core became several times that, and 1,256 s of
@@ -38,7 +39,7 @@ import { PRESETS } from '../trainer/presets.ts';
 import { normalArray } from '../shared/rng.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
-/** 3,000 iterations in this process: 196 s at load ~9.7 with 1 shard; 1,256-1,278 s at load ~20 with 16 (the default since #15). */
+/** 3,000 iterations in this process: 196 s at load ~9.7 with 1 shard; with 16 (the default since #15) 204 s at load ~1, 1,256-1,298 s at load ~20. */
 const LEARNING_MS = 2_400_000;
 const SEEDS = process.env.GAN_LEARNING_SEEDS ? process.env.GAN_LEARNING_SEEDS.split(',').map(Number) : [1];
 const EVAL_SAMPLES = 2500;

@@ -8,7 +8,7 @@ import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { parseFlags } from '../shared/cli.ts';
 import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
-import { DEFAULT_SHARDS, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
+import { defaultShards, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { buildModels } from '../shared/models.ts';
@@ -120,7 +120,15 @@ describe('presets', () => {
       const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : loadDataSource(preset.dataset ?? 'mnist');
       expect(resolveConfig(preset, source).train.shards, name).toBeGreaterThanOrEqual(2);
     }
-    expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(DEFAULT_SHARDS);
+    expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(16);
+  });
+
+  it('--shards defaults to batch/16 rows per shard as a power of two, within 1..64, dividing the batch and --pack', () => {
+    expect([16, 32, 64, 96, 100, 128, 256, 2048].map((b) => defaultShards(b))).toEqual([1, 2, 4, 4, 4, 8, 16, 64]);
+    expect(defaultShards(256, 3)).toBe(1);
+    expect(defaultShards(192, 3)).toBe(8);
+    expect(resolveConfig({ dataset: 'ring8' }, loadDataSource('ring8')).train.shards).toBe(4);
+    expect(resolveConfig({ dataset: 'ring8', batchSize: 512 }, loadDataSource('ring8')).train.shards).toBe(32);
   });
 
   it('--preset fills in its settings, an explicit flag beside it wins, an unknown name is UNKNOWN_PRESET', () => {
