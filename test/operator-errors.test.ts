@@ -85,8 +85,8 @@ describe('coordinator start-up errors', () => {
         cases.push({ proc: spawnCli(cli, ['--dataset', 'ring8', '--backend', 'wasm', ...net, '--run-dir', runDir, ...args], { name: `${cli} ${code}` }), runDir, code });
       };
       start('coordinator', ['--host', '0.0.0.0'], 'INSECURE_LISTEN');
-      start('coordinator', ['--host', '127.0.0.1', '--batch-size', '63'], 'BATCH_NOT_DIVISIBLE');
-      start('train', ['--batch-size', '63'], 'BATCH_NOT_DIVISIBLE');
+      start('coordinator', ['--host', '127.0.0.1', '--batch-size', '63', '--shards', '4'], 'BATCH_NOT_DIVISIBLE');
+      start('train', ['--batch-size', '63', '--shards', '4'], 'BATCH_NOT_DIVISIBLE');
       for (const { proc, runDir, code } of cases) {
         expect((await waitForExit(proc, EXIT_MS)).code, proc.name).toBe(2);
         expect(errorLine(proc).code).toBe(code);
