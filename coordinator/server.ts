@@ -40,6 +40,9 @@ export interface NetworkConfig {
 
 export const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
+/** When closing, HTTP connections still busy after this long are cut (keep-alive clients would hold the server open). */
+const HTTP_CLOSE_GRACE_MS = 1000;
+
 /** A refused connection is cut this long after its close frame, whether or not the peer answered. */
 const REFUSED_LINGER_MS = 1000;
 
@@ -297,7 +300,12 @@ export class WorkerServer {
     const closed = new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
     for (const ws of this.wss?.clients ?? []) ws.terminate();
     await closed;
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    // close() ends idle keep-alive connections only: one busy at that moment (a dashboard polling
+    // /status) is kept alive by its next request and would hold the server open. Cut them soon.
+    const httpClosed = new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    const cut = setTimeout(() => this.http?.closeAllConnections?.(), HTTP_CLOSE_GRACE_MS);
+    await httpClosed;
+    clearTimeout(cut);
     this.http?.closeAllConnections?.();
   }
 }
