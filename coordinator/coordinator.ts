@@ -341,6 +341,7 @@ export class Coordinator implements PhaseExecutor {
     return this.stopRequested;
   }
 
+  /** Ready workers, for the terminal progress bar (trainer/loop.ts). */
   workerCount(): number {
     return this.readyWorkers.length;
   }

@@ -50,8 +50,6 @@ export interface Route {
   handle(req: IncomingMessage, res: ServerResponse, url: URL, reply: Reply): void | Promise<void>;
 }
 
-export type ExtraRoute = (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
-
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 const DASHBOARD_FILE = fileURLToPath(new URL('./dashboard.html', import.meta.url));
