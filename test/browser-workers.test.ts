@@ -20,23 +20,19 @@
  * All three workers join before the run loop starts, so every one of them gets shards; the
  * hash does not depend on who computed what or when the tab closed.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers/chromium.ts';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { Coordinator, DEFAULT_NETWORK, DEFAULT_SCHEDULE, type NetworkConfig, type RunResult, type ScheduleConfig } from '../coordinator/coordinator.ts';
+import type { NetworkConfig, ScheduleConfig } from '../coordinator/coordinator.ts';
 import { joinKey } from '../coordinator/join-key.ts';
-import { initBackend } from '../shared/backend.ts';
-import { loadDataSource } from '../trainer/data/index.ts';
-import { createLogger, tapLog, type LogRecord } from '../shared/log.ts';
+import { createLogger } from '../shared/log.ts';
 import { nodeEnv } from '../worker/env-node.ts';
 import { DEFAULT_BACKOFF, WorkerCore, type WorkerOptions } from '../worker/worker-core.ts';
 import { Worker } from '../worker/worker.ts';
-import { cleanup, makeTempDir } from './helpers/processes.ts';
-import { configFrom, referenceHash, RING8_FLAGS } from './helpers/inprocess.ts';
+import { cleanup } from './helpers/processes.ts';
+import { referenceHash, RING8_FLAGS, startInProcessCoordinator, type InProcessCoordinator } from './helpers/inprocess.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'browser-test-token';
 /** Step timeouts: page load + wasm start, joining, the run itself on a loaded 2-core machine. */
 const STEP_MS = 30_000;
@@ -52,72 +48,12 @@ afterEach(async () => {
 }, HEAVY_TEST_MS);
 afterAll(cleanup, HEAVY_TEST_MS);
 
-async function launchChromium(): Promise<Browser> {
-  expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
-    timeout: STEP_MS,
-  });
-}
 
-interface Harness {
-  coordinator: Coordinator;
-  port: number;
-  records: LogRecord[];
-  waitFor(pred: (r: LogRecord) => boolean, timeoutMs: number, what: string): Promise<LogRecord>;
-}
-
-/** A coordinator listening on 127.0.0.1 whose run loop the test starts (coordinator.run()). */
-async function listening(network: Partial<NetworkConfig> = {}, schedule: Partial<ScheduleConfig> = {}): Promise<Harness> {
-  await initBackend('wasm');
-  const config = configFrom(RING8_FLAGS);
-  const runDir = makeTempDir('gan-browser-');
-  const log = createLogger({ name: 'coordinator', file: join(runDir, 'log.jsonl'), stdout: false, level: 'info' });
-  const records: LogRecord[] = [];
-  const listeners = new Set<() => void>();
-  tapLog(log, (rec) => {
-    records.push(rec);
-    for (const l of [...listeners]) l();
-  });
-  const coordinator = new Coordinator({
-    config,
-    source: loadDataSource(config.train.dataset),
-    runDir,
-    log,
-    backendName: 'wasm',
-    network: { ...DEFAULT_NETWORK, host: '127.0.0.1', port: 0, token: TOKEN, insecure: false, ...network },
-    schedule: { ...DEFAULT_SCHEDULE, ...schedule },
-    report: { logEvery: 20, statusIntervalMs: 1000, sampleEvery: 0 },
-    checkpoint: { every: 0, keep: 1 },
-  });
-  const { port } = await coordinator.listen();
-  let running: Promise<RunResult> | null = null;
-  const origRun = coordinator.run.bind(coordinator);
-  coordinator.run = () => (running = origRun());
-  closers.push(async () => {
-    coordinator.requestStop();
-    await running?.catch(() => undefined);
-    await coordinator.close();
-  });
-  const waitFor = (pred: (r: LogRecord) => boolean, timeoutMs: number, what: string) =>
-    new Promise<LogRecord>((resolve, reject) => {
-      const check = () => {
-        const hit = records.find(pred);
-        if (!hit) return false;
-        listeners.delete(check);
-        clearTimeout(timer);
-        resolve(hit);
-        return true;
-      };
-      const timer = setTimeout(() => {
-        listeners.delete(check);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last records:\n${records.slice(-8).map((r) => `  | ${JSON.stringify(r).slice(0, 300)}`).join('\n')}`));
-      }, timeoutMs);
-      if (!check()) listeners.add(check);
-    });
-  return { coordinator, port, records, waitFor };
+/** A coordinator listening on 127.0.0.1 (ring8, the test token) whose run loop the test starts (h.start()). */
+async function listening(network: Partial<NetworkConfig> = {}, schedule: Partial<ScheduleConfig> = {}): Promise<InProcessCoordinator> {
+  const h = await startInProcessCoordinator({ flags: RING8_FLAGS, token: TOKEN, network, schedule, startRun: false });
+  closers.push(() => h.close());
+  return h;
 }
 
 interface JoinState {
@@ -169,7 +105,7 @@ describe('browser workers (/join)', () => {
     async () => {
       const reference = await referenceHash(RING8_FLAGS);
       const h = await listening();
-      browser = await launchChromium();
+      browser = await launchChromium(STEP_MS);
       const tabs = [await openJoin(browser, h.port), await openJoin(browser, h.port)];
       for (const t of tabs) await submitToken(t.page, TOKEN);
       const states = await Promise.all(tabs.map((t) => waitForState(t.page, (s) => s.phase === 'working', STEP_MS, 'working')));
@@ -183,7 +119,7 @@ describe('browser workers (/join)', () => {
       expect(joined).toHaveLength(3);
       expect(joined.filter((r) => String(r.host).startsWith('browser '))).toHaveLength(2);
 
-      const done = h.coordinator.run();
+      const done = h.start();
       // Once the second tab has sent results, stall it (its script paused in the debugger, like a
       // hung or throttled background tab) at a moment the coordinator counts shards it still
       // owes, then close it: mid-phase.
@@ -228,14 +164,14 @@ describe('browser workers (/join)', () => {
     async () => {
       const reference = await referenceHash(RING8_FLAGS);
       const h = await listening({}, { straggler: { factor: 3, minMs: 300 } });
-      browser = await launchChromium();
+      browser = await launchChromium(STEP_MS);
       const { page } = await openJoin(browser, h.port);
       await submitToken(page, TOKEN);
       const tab = await waitForState(page, (s) => s.phase === 'working', STEP_MS, 'working');
       const node = new Worker({ url: `ws://127.0.0.1:${h.port}`, token: TOKEN, workerId: 'node-w2', backend: 'wasm', log: createLogger({ name: 'worker', stdout: false }), stay: false, maxRetries: 3, backoff: DEFAULT_BACKOFF, idleTimeoutMs: 30_000, testDelayMs: 0 });
       const nodeDone = node.run();
       await h.waitFor((r) => r.event === 'worker_joined' && r.worker === 'node-w2', STEP_MS, 'the Node worker to join');
-      const done = h.coordinator.run();
+      const done = h.start();
       await waitForState(page, (s) => s.shards >= 4, RUN_MS, 'past its first results');
       const cdp = await page.context().newCDPSession(page);
       await cdp.send('Debugger.enable');
@@ -258,7 +194,7 @@ describe('browser workers (/join)', () => {
     'a wrong token in the page is refused with a clear message',
     async () => {
       const h = await listening();
-      browser = await launchChromium();
+      browser = await launchChromium(STEP_MS);
       const { page } = await openJoin(browser, h.port);
       await submitToken(page, 'not-the-token');
       const s = await waitForState(page, (st) => st.phase === 'refused', STEP_MS, 'refused');
@@ -275,7 +211,7 @@ describe('browser workers (/join)', () => {
     'a short-lived join link joins without the token; an expired or foreign one is refused',
     async () => {
       const h = await listening();
-      browser = await launchChromium();
+      browser = await launchChromium(STEP_MS);
       const now = Math.floor(Date.now() / 1000);
       const good = await openLink(browser, h.port, joinKey(TOKEN, now + 600));
       await waitForState(good, (st) => st.message.includes('join link valid until'), STEP_MS, 'showing the link');
@@ -301,7 +237,7 @@ describe('browser workers (/join)', () => {
     '--no-browser-workers: the page says so, and a browser hello is refused',
     async () => {
       const h = await listening({ browserWorkers: false });
-      browser = await launchChromium();
+      browser = await launchChromium(STEP_MS);
       const { page, requests } = await openJoin(browser, h.port);
       const s = await waitForState(page, (st) => st.phase === 'refused', STEP_MS, 'refused');
       expect(s.code).toBe('BROWSER_WORKERS_REFUSED');

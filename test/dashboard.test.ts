@@ -12,17 +12,17 @@
  * curves, the eval scores, a slider over every grid, the config and the workers.
  * Screenshots: test/artifacts/dashboard-finished.png, test/artifacts/report.png.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { WebSocket } from 'ws';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers/chromium.ts';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { cleanup, eventsOf, makeTempDir, readLog, ROOT, spawnCli, waitForEvent, waitForEvents, waitForExit, type Proc } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test', 'artifacts');
 
 let browser: Browser | null = null;
@@ -61,15 +61,6 @@ async function startRun(): Promise<{ c: Proc; port: number; runDir: string }> {
   return { c, port, runDir };
 }
 
-async function launchChromium(): Promise<Browser> {
-  expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
-    timeout: 30_000,
-  });
-}
 
 /**
  * Polls a JS expression in the page until it is truthy. (page.waitForFunction with a string would
@@ -144,15 +135,8 @@ describe('the coordinator dashboard', () => {
   it(
     'shows the workers, the newest sample grid and live charts in headless Chromium',
     async () => {
-      expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
       const { port } = await startRun();
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        // playwright gives every launch a fresh temporary profile (user-data-dir) and removes it on close.
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
-        timeout: 30_000,
-      });
+      browser = await launchChromium();
       const page = await browser.newPage({ viewport: { width: 1280, height: 960 } });
       const origin = `http://127.0.0.1:${port}`;
       const problems: string[] = [];

@@ -8,7 +8,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers/chromium.ts';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../shared/backend.ts';
 import { resolveConfig } from '../shared/config.ts';
@@ -20,7 +21,6 @@ import { uniformArray } from '../shared/rng.ts';
 import { cleanup, kill, killAll, makeTempDir, spawnCli, waitForEvent, waitUntil } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser | null = null;
 
 afterEach(async () => {
@@ -31,13 +31,7 @@ afterEach(async () => {
 afterAll(cleanup);
 
 async function openPage(url: string): Promise<{ page: Page; foreign: string[]; problems: string[] }> {
-  expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`).toBe(true);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
-    timeout: 30_000,
-  });
+  browser = await launchChromium();
   const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
   const origin = new URL(url).origin;
   const foreign: string[] = [];

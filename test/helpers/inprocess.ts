@@ -52,7 +52,10 @@ export interface InProcessCoordinator {
   url: string;
   /** Every record the coordinator logged at info or above, in order. */
   records: LogRecord[];
-  done: Promise<RunResult>;
+  /** The run loop's result (starts the loop if startRun was false and start() was not called). */
+  readonly done: Promise<RunResult>;
+  /** Starts the run loop once (a no-op returning the same promise after that). */
+  start(): Promise<RunResult>;
   /** Resolves with the first record (already logged or to come) matching; rejects after timeoutMs. */
   waitFor(pred: (r: LogRecord) => boolean, timeoutMs: number, what?: string): Promise<LogRecord>;
   close(): Promise<void>;
@@ -64,9 +67,11 @@ export interface InProcessOptions {
   network?: Partial<NetworkConfig>;
   schedule?: Partial<ScheduleConfig>;
   report?: Partial<ReportConfig>;
+  /** false: listen only; the test starts the run loop with start() (default true). */
+  startRun?: boolean;
 }
 
-/** Starts a Coordinator on 127.0.0.1 (any free port) and its run loop. */
+/** Starts a Coordinator on 127.0.0.1 (any free port) and, unless startRun is false, its run loop. */
 export async function startInProcessCoordinator(o: InProcessOptions = {}): Promise<InProcessCoordinator> {
   await initBackend('wasm');
   const config = configFrom(o.flags ?? RING8_FLAGS);
@@ -90,7 +95,8 @@ export async function startInProcessCoordinator(o: InProcessOptions = {}): Promi
     checkpoint: { every: 0, keep: 1 },
   });
   const addr = await coordinator.listen();
-  const done = coordinator.run();
+  let running: Promise<RunResult> | null = o.startRun === false ? null : coordinator.run();
+  const start = () => (running ??= coordinator.run());
   let closed = false;
   return {
     coordinator,
@@ -98,7 +104,10 @@ export async function startInProcessCoordinator(o: InProcessOptions = {}): Promi
     port: addr.port,
     url: `ws://127.0.0.1:${addr.port}`,
     records,
-    done,
+    get done() {
+      return start();
+    },
+    start,
     waitFor(pred, timeoutMs, what = 'a log record') {
       return new Promise((resolve, reject) => {
         const check = () => {
@@ -121,7 +130,7 @@ export async function startInProcessCoordinator(o: InProcessOptions = {}): Promi
       if (closed) return;
       closed = true;
       coordinator.requestStop();
-      await done.catch(() => undefined);
+      await running?.catch(() => undefined);
       await coordinator.close();
     },
   };
