@@ -25,7 +25,7 @@ export type OptimizerName = (typeof OPTIMIZERS)[number];
  * readout), a fixed cost of ~15-20 ms on mlp-small on wasm whatever its rows. Measured per shard
  * (D / G): 4 rows 20 / 24 ms, 16 rows 16 / 21 ms, 64 rows 66 / 68 ms; gan-train at batch 64,
  * 40 iterations: 7.2 s with 4 shards, 20.8 s with 16 (docs/performance.md). So batch 64 gets 4
- * shards (up to 4 workers per phase) and ring8's batch 256 gets 16.
+ * shards (up to 4 workers per phase) and batch 256 gets 16.
  */
 export const DEFAULT_SHARD_ROWS = 16;
 export const MAX_DEFAULT_SHARDS = 64;

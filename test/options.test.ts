@@ -120,7 +120,7 @@ describe('presets', () => {
       const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : loadDataSource(preset.dataset ?? 'mnist');
       expect(resolveConfig(preset, source).train.shards, name).toBeGreaterThanOrEqual(2);
     }
-    expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(16);
+    expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(4);
   });
 
   it('--shards defaults to batch/16 rows per shard as a power of two, within 1..64, dividing the batch and --pack', () => {

@@ -12,16 +12,16 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
    * ReLU, noise 4). Calibrated by test/learning.test.ts on the wasm backend. With 1 shard (until
    * #15): after 3,000 iterations (~30 s of one core) seeds 1-10 ended with >= 6/8 modes (8/8 on 8
    * of them) and 39-89% of 2,500 samples within 3 std (0.06) of a mode, >= 94% within 0.15; nine
-   * of ten met PacGAN's bound (>= 6/8, >= 50%). With 16 shards, the default at batch 256 (a different tree
-   * grouping, so a different trajectory): seeds 1-5 end with 8/8 modes and 74-91% within 3 std
-   * (test/learning.test.ts). So bench:quality's ring8 target (8/8 and >= 90% within 3 std) is
-   * met at 3,000 iterations by two seeds in five (by none of ten with 1 shard); its `ring8` variant
+   * of ten met PacGAN's bound (>= 6/8, >= 50%). In its 4 shards (each shard count is its
+   * own tree grouping, so its own trajectory): seeds 1-4 end with 8/8 modes and 75-92% within
+   * 3 std (16 shards: seeds 1-5, 74-91%). So bench:quality's ring8 target (8/8 and >= 90% within
+   * 3 std) is met at 3,000 iterations by some seeds only; its `ring8` variant
    * (minibatch std, batch 128, lr 5e-4 then 1e-4, ~12,500 iterations) meets it.
    * PacGAN packing (2), two D-steps per G-step, a batch of 256 and one-sided label smoothing 0.1
    * are what make it fast and stable: without packing it collapses onto one mode, without the
-   * others it oscillates between modes. No --shards: the default at batch 256 (16) lets up to 16
-   * workers share a phase; in one process fewer shards are cheaper (each has a fixed cost): give `--shards 1`
-   * beside --preset there.
+   * others it oscillates between modes. 4 shards (64 rows each): up to 4 workers share a phase, and
+   * a 3,000-iteration run costs ~50 s of one core against ~155 s in 16 shards (each shard has a
+   * fixed cost); test/learning.test.ts calibrates it. Give `--shards 16` for more workers.
    */
   ring8: {
     dataset: 'ring8',
@@ -35,6 +35,7 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta1: 0.5,
     beta2: 0.999,
     labelSmoothing: 0.1,
+    shards: 4,
     iterations: 3000,
   },
   /**
