@@ -43,7 +43,7 @@ import { join, relative, resolve } from 'node:path';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { defaultShards, type GanOptions } from '../shared/config.ts';
-import { gradientsPerPhase, joinerShare, type ShardSample } from './lib/accounting.ts';
+import { gradientsPerPhase, joinerShare, type JoinerWindow, type ShardSample } from './lib/accounting.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
 import { BINS, killAll, makeTempDir, removeTempDirs, ROOT, spawnCli, waitForEvent, waitForEvents, type LogEvent, type Proc } from '../test/helpers/processes.ts';
@@ -463,17 +463,10 @@ async function runConfig(net: Network, cap: Cap, calibration: Calibration, wire:
 
 // ------------------------------------------------------------------ a joiner's share
 
-interface JoinRow {
+interface JoinRow extends JoinerWindow {
   cap: string;
   wire: Wire;
-  fromIteration?: number;
-  toIteration?: number;
-  share?: number;
-  expected?: number;
-  shards?: number;
-  total?: number;
   loadAverage: number[];
-  error?: string;
 }
 
 /** GET /status of the coordinator, from w1's namespace (the host has no route into the bridge). */

@@ -47,6 +47,7 @@ import {
   median,
   gradientsPerPhase,
   joinerShare,
+  type JoinerWindow,
   minimumBytesPerIterationPerWorker,
   payloadBytesPerIterationPerWorker,
   upBytesPerPhase,
@@ -297,15 +298,8 @@ interface SweepPoint {
 }
 
 /** The joiner's run: its share from the second phase after its welcome on. */
-interface JoinResult {
-  fromIteration?: number;
-  toIteration?: number;
-  share?: number;
-  expected?: number;
-  shards?: number;
-  total?: number;
+interface JoinResult extends JoinerWindow {
   loadAtStart: number[];
-  error?: string;
 }
 
 /**

@@ -172,12 +172,27 @@ export interface ShardSample {
   msPerShard: Record<string, number>;
 }
 
+/** A joiner's shards against all shards done in a window, and its speed-proportional share. */
+export interface JoinerShare {
+  share: number;
+  expected: number;
+  shards: number;
+  total: number;
+}
+
+/** What both benches report for a joiner's run: the window measured and its share (absent on error). */
+export interface JoinerWindow extends Partial<JoinerShare> {
+  fromIteration?: number;
+  toIteration?: number;
+  error?: string;
+}
+
 /**
  * A joiner's share of the shards done between two /status samples, against its
  * speed-proportional share (1/ms over the sum of 1/ms of the workers, from the later sample's
  * estimates). Null when no shards were done in between or the joiner is missing.
  */
-export function joinerShare(from: ShardSample, to: ShardSample, joiner: string): { share: number; expected: number; shards: number; total: number } | null {
+export function joinerShare(from: ShardSample, to: ShardSample, joiner: string): JoinerShare | null {
   const ids = Object.keys(to.done);
   if (!ids.includes(joiner)) return null;
   const delta = (id: string) => (to.done[id] ?? 0) - (from.done[id] ?? 0);
