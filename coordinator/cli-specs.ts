@@ -130,8 +130,8 @@ export const DEMO_CLI: CliSpec = {
 The demo: a coordinator (in this process) and local workers train G and D on the MNIST digits
 shipped in the mnist package, with a random token, then say where the samples, the log, the
 checkpoints and the exported models are. The defaults below are the demo's (1500 iterations, lr
-1e-3, label smoothing 0.1, g-ema 0.999, a sample grid every 250 iterations); with --preset the
-preset's settings apply instead.`,
+1e-3, label smoothing 0.1, g-ema 0.999, a sample grid every 250 iterations); with --preset, or a
+--dataset with its own preset (ring8, grid25, fashion), the preset's settings apply instead.`,
   tables: [DEMO_GAN_FLAGS, DEMO_FLAGS, COMMON_FLAGS, VERSION_FLAGS],
   examples: ['npm start', 'npm start -- --iterations 300 --workers 1', 'npm start -- --preset ring8 --run-dir runs/ring8-demo'],
 };

@@ -7,7 +7,7 @@ import { loadToken } from '../shared/auth.ts';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { numberFlag, parseCli, printInfo, type FlagValues } from '../shared/cli.ts';
-import { ganOptionsFrom } from '../trainer/gan-flags.ts';
+import { ganOptionsFrom, impliedPresetLine, presetChoice } from '../trainer/gan-flags.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { startOrResume } from '../trainer/resume.ts';
 import { createLogger, openLogFile, type Logger } from '../shared/log.ts';
@@ -45,6 +45,8 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   const opts = ganOptionsFrom(v);
+  const implied = impliedPresetLine(presetChoice(v));
+  if (implied) log.info(implied.fields, implied.msg);
   const { config, source, snapshot, resumedFrom } = startOrResume(v, opts, runDir, log);
   const evaluation = await createPeriodicEvaluation(
     config,

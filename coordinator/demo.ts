@@ -12,6 +12,7 @@ import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { terminalColumns, wrapLine } from '../shared/progress-bar.ts';
 import { startCoordinator } from './cli.ts';
+import { presetChoice } from '../trainer/gan-flags.ts';
 import { DEMO_CLI, DEMO_DEFAULTS, DEMO_LINGER_TTY_S } from './cli-specs.ts';
 import { lingerAfterRun } from './linger.ts';
 
@@ -27,8 +28,9 @@ runMain(async () => {
   // On a terminal someone may be watching the dashboard: keep it up a while after the run.
   const lingerDefault = process.stdout.isTTY ? String(DEMO_LINGER_TTY_S) : '0';
   const { coordinator, done, log, linger } = await startCoordinator(
-    // With --preset the preset decides the training settings; the demo's own would override it.
-    { ...(v.preset === undefined ? DEMO_DEFAULTS : { 'sample-every': DEMO_DEFAULTS['sample-every'] }), linger: lingerDefault, ...v, host: '127.0.0.1', port: '0', 'run-dir': runDir, 'status-interval': '5' },
+    // With a preset (named, or implied by --dataset) the preset decides the training settings;
+    // the demo's own would override it.
+    { ...(presetChoice(v) === undefined ? DEMO_DEFAULTS : { 'sample-every': DEMO_DEFAULTS['sample-every'] }), linger: lingerDefault, ...v, host: '127.0.0.1', port: '0', 'run-dir': runDir, 'status-interval': '5' },
     { ...process.env, GAN_TOKEN: token },
   );
   const url = `ws://127.0.0.1:${coordinator.address.port}`;

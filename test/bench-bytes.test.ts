@@ -117,7 +117,7 @@ describe('bench byte accounting', () => {
     const runDir = makeTempDir('gan-bench-bytes-');
     const c = spawnCli('coordinator', [
       // 4 shards: the accounting, not the shard count, is under test (16, the default, is ~2x the compute).
-      '--dataset', 'ring8', '--shards', '4', '--iterations', String(ITERATIONS), '--log-every', '1', '--sample-every', '0', '--checkpoint-every', '0',
+      '--dataset', 'ring8', '--preset', 'none', '--shards', '4', '--iterations', String(ITERATIONS), '--log-every', '1', '--sample-every', '0', '--checkpoint-every', '0',
       '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir,
     ]);
     const listening = await waitForEvent(c, 'listening', 20_000);

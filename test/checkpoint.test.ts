@@ -44,7 +44,7 @@ const EXIT_MS = 15_000;
 const TEST_MS = 120_000;
 
 /** Batch size and shard count are left at their defaults (64, 4) so a resume may omit them. */
-const COMMON = ['--dataset', 'ring8', '--sample-every', '0', '--backend', 'wasm'];
+const COMMON = ['--dataset', 'ring8', '--preset', 'none', '--sample-every', '0', '--backend', 'wasm'];
 const N = 40;
 
 const CLEAN_EXIT = { code: 0, signal: null };

@@ -50,7 +50,7 @@ async function startRun(): Promise<{ c: Proc; port: number; runDir: string }> {
   const runDir = makeTempDir('gan-dashboard-');
   const c = spawnCli(
     'coordinator',
-    ['--dataset', 'ring8', '--iterations', '2000', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '5', '--log-every', '2', '--checkpoint-every', '0'],
+    ['--dataset', 'ring8', '--preset', 'none', '--iterations', '2000', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '5', '--log-every', '2', '--checkpoint-every', '0'],
     { name: 'coordinator' },
   );
   const port = Number((await waitForEvent(c, 'listening', 30_000)).port);
@@ -213,7 +213,7 @@ describe('the coordinator dashboard', () => {
       // --linger far longer than the test: it ends the linger with SIGTERM, so nothing depends on timing.
       const c = spawnCli(
         'coordinator',
-        ['--dataset', 'ring8', '--iterations', '60', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '10', '--log-every', '5', '--checkpoint-every', '20', '--eval-every', '20', '--eval-samples', '200', '--linger', '600'],
+        ['--dataset', 'ring8', '--preset', 'none', '--iterations', '60', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '10', '--log-every', '5', '--checkpoint-every', '20', '--eval-every', '20', '--eval-samples', '200', '--linger', '600'],
         { name: 'coordinator' },
       );
       const port = Number((await waitForEvent(c, 'listening', 30_000)).port);

@@ -468,7 +468,7 @@ describe('gan-eval and --eval-every', () => {
   it('--eval-every logs eval events with the iteration and the metrics on a distributed run', async () => {
     const runDir = makeTempDir('gan-eval-every-');
     const coord = spawnCli('coordinator', [
-      '--dataset', 'ring8', '--iterations', '30', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
+      '--dataset', 'ring8', '--preset', 'none', '--iterations', '30', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
       '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--eval-every', '10', '--eval-samples', '400',
     ]);
     const listening = await waitForEvent(coord, 'listening', 30_000);

@@ -137,7 +137,7 @@ describe('the generator page', () => {
     async () => {
       const runDir = join(makeTempDir('gan-genpage-run-'), 'run');
       const c = spawnCli('coordinator', [
-        '--dataset', 'ring8', '--iterations', '10', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
+        '--dataset', 'ring8', '--preset', 'none', '--iterations', '10', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
         '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--linger', '600',
       ]);
       const port = Number((await waitForEvent(c, 'listening', 60_000)).port);

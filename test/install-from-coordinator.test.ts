@@ -51,7 +51,7 @@ describe('the worker package the coordinator serves', () => {
     async () => {
       const runDir = join(makeTempDir('gan-install-run-'), 'run');
       const coord = spawnCli('coordinator', [
-        '--dataset', 'ring8', '--iterations', '20', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
+        '--dataset', 'ring8', '--preset', 'none', '--iterations', '20', '--batch-size', '32', '--shards', '4', '--backend', 'wasm',
         '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0',
       ]);
       const announced = await waitForEvent(coord, 'worker_package', 60_000);

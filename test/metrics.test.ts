@@ -250,7 +250,7 @@ describe('GET /metrics on a training coordinator', () => {
       const runDir = makeTempDir('gan-metrics-');
       const c = spawnCli(
         'coordinator',
-        ['--dataset', 'ring8', '--iterations', '400', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--log-every', '5'],
+        ['--dataset', 'ring8', '--preset', 'none', '--iterations', '400', '--shards', '4', '--backend', 'wasm', '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--log-every', '5'],
         { name: 'coordinator' },
       );
       const port = Number((await waitForEvent(c, 'listening', 30_000)).port);

@@ -18,7 +18,7 @@ const START_MS = 30_000;
 const RUN_MS = 60_000;
 const PORT = 8600; // each namespace has its own ports: no collision with anything on the host
 const TOKEN = 'multihost-test-token';
-const TRAIN_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+const TRAIN_FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 const skipReason = netnsUnavailable();
 if (skipReason) console.warn(`[multihost.test] skipped: ${skipReason}`);

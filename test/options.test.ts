@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { parseFlags } from '../shared/cli.ts';
-import { GAN_FLAGS, ganOptionsFrom } from '../trainer/gan-flags.ts';
+import { GAN_FLAGS, ganOptionsFrom, impliedPresetLine, presetChoice } from '../trainer/gan-flags.ts';
 import { defaultShards, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -117,7 +117,7 @@ describe('presets', () => {
 
   it('no preset forces a single shard (issue #15): a second worker always has work', () => {
     for (const [name, preset] of Object.entries(PRESETS)) {
-      const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : loadDataSource(preset.dataset ?? 'mnist');
+      const source = preset.dataset === 'grid25' ? grid25 : preset.dataset === 'mnist' ? mnist : preset.dataset === 'fashion' ? { ...mnist, spec: 'fashion' } : loadDataSource(preset.dataset ?? 'mnist');
       expect(resolveConfig(preset, source).train.shards, name).toBeGreaterThanOrEqual(2);
     }
     expect(resolveConfig(PRESETS.ring8, loadDataSource('ring8')).train.shards).toBe(4);
@@ -145,5 +145,29 @@ describe('presets', () => {
     const err = configError(() => opts(['--preset', 'grid52']));
     expect(err.code).toBe('UNKNOWN_PRESET');
     expect(err.message).toContain('grid25');
+    expect(err.message).toContain('or none');
+  }, HEAVY_TEST_MS);
+
+  it('--dataset ring8 / grid25 / fashion get their own preset unless --preset none (issue #18); mnist keeps the plain defaults', () => {
+    const opts = (argv: string[]) => ganOptionsFrom(parseFlags(argv, GAN_FLAGS));
+    const ring8 = loadDataSource('ring8');
+    // What a user typing only the data set gets is the preset the learning test calibrates.
+    expect(resolveConfig(opts(['--dataset', 'ring8']), ring8)).toEqual(resolveConfig(PRESETS.ring8, ring8));
+    expect(resolveConfig(opts(['--dataset', 'grid25']), grid25)).toEqual(resolveConfig(PRESETS.grid25, grid25));
+    expect(presetChoice(parseFlags(['--dataset', 'fashion'], GAN_FLAGS))).toEqual({ name: 'fashion', implied: true });
+    // Flags beside it still win.
+    const mine = resolveConfig(opts(['--dataset', 'ring8', '--pack', '1', '--iterations', '9']), ring8);
+    expect([mine.model.pack, mine.train.iterations, mine.train.dSteps]).toEqual([1, 9, PRESETS.ring8.dSteps]);
+    // --preset none: the plain defaults, as before.
+    const plain = resolveConfig(opts(['--dataset', 'ring8', '--preset', 'none']), ring8);
+    expect(plain).toEqual(resolveConfig({ dataset: 'ring8' }, ring8));
+    expect(plain.model.pack).not.toBe(PRESETS.ring8.pack);
+    // mnist's defaults are the demo's unconditional settings; its preset is conditional, asked for by name.
+    expect(presetChoice(parseFlags(['--dataset', 'mnist'], GAN_FLAGS))).toBeUndefined();
+    expect(resolveConfig(opts(['--dataset', 'mnist']), mnist).model.numClasses).toBe(0);
+    // An explicit preset is not "implied", and says nothing extra in the log.
+    expect(presetChoice(parseFlags(['--preset', 'grid25', '--dataset', 'grid25'], GAN_FLAGS))).toEqual({ name: 'grid25', implied: false });
+    expect(impliedPresetLine(presetChoice(parseFlags(['--dataset', 'ring8'], GAN_FLAGS)))?.msg).toMatch(/ring8 preset.*--preset none/);
+    expect(impliedPresetLine(presetChoice(parseFlags(['--preset', 'ring8'], GAN_FLAGS)))).toBeUndefined();
   }, HEAVY_TEST_MS);
 });

@@ -258,7 +258,7 @@ describe('status log units', () => {
 afterEach(cleanup, HEAVY_TEST_MS);
 afterAll(cleanup, HEAVY_TEST_MS);
 
-const TRAIN = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+const TRAIN = ['--dataset', 'ring8', '--preset', 'none', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 function expectMatchesDoc(lines: LogEvent[], who: string): void {
   expect(lines.length, who).toBeGreaterThan(0);

@@ -27,7 +27,7 @@ import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 const TEST_TIMEOUT = 60_000;
 const START_MS = 30_000;
 const RUN_MS = 45_000;
-const TRAIN_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+const TRAIN_FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 let dir = '';
 /** Self-signed for IP 127.0.0.1: the coordinator's certificate, and the CA workers need. */
@@ -307,7 +307,7 @@ describe('wss:// between real processes', () => {
     async () => {
       const runDir = makeTempDir('gan-tls-bad-');
       const procs = [
-        { expect: 'TLS_KEY_MISMATCH', p: spawnCli('coordinator', ['--dataset', 'ring8', '--port', '0', '--run-dir', runDir, '--tls-cert', cert, '--tls-key', otherKey], { name: 'coordinator key mismatch' }) },
+        { expect: 'TLS_KEY_MISMATCH', p: spawnCli('coordinator', ['--dataset', 'ring8', '--preset', 'none', '--port', '0', '--run-dir', runDir, '--tls-cert', cert, '--tls-key', otherKey], { name: 'coordinator key mismatch' }) },
         { expect: 'TLS_CA_UNREADABLE', p: spawnCli('worker', ['--coordinator', 'wss://127.0.0.1:1', '--ca', join(dir, 'nope.pem')], { name: 'worker missing ca' }) },
         { expect: 'TLS_CA_WITHOUT_WSS', p: spawnCli('worker', ['--coordinator', 'ws://127.0.0.1:1', '--ca', cert], { name: 'worker ca on ws' }) },
       ];

@@ -12,7 +12,7 @@ import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
 
 const RUN_MS = 60_000;
 const EXIT_MS = 15_000;
-const COMMON = ['--dataset', 'ring8', '--sample-every', '0', '--backend', 'wasm'];
+const COMMON = ['--dataset', 'ring8', '--preset', 'none', '--sample-every', '0', '--backend', 'wasm'];
 const N = 40;
 const CLEAN_EXIT = { code: 0, signal: null };
 

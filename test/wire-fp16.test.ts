@@ -44,7 +44,7 @@ const START_MS = 30_000;
 const RUN_MS = 60_000;
 const TEST_MS = 90_000;
 const N = 40;
-const TRAIN = ['--dataset', 'ring8', '--iterations', String(N), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--sample-every', '0'];
+const TRAIN = ['--dataset', 'ring8', '--preset', 'none', '--iterations', String(N), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--sample-every', '0'];
 const FP16 = ['--wire', 'fp16'];
 const CLEAN_EXIT = { code: 0, signal: null };
 
@@ -90,7 +90,7 @@ afterAll(cleanup, HEAVY_TEST_MS);
 describe('--wire in the config and the single-process trainer', () => {
   it('is a validated training flag that only appears in configs when it is fp16', () => {
     const ring8 = loadDataSource('ring8');
-    const opts = (argv: string[]) => ganOptionsFrom(parseFlags(['--dataset', 'ring8', ...argv], GAN_FLAGS));
+    const opts = (argv: string[]) => ganOptionsFrom(parseFlags(['--dataset', 'ring8', '--preset', 'none', ...argv], GAN_FLAGS));
     expect(resolveConfig(opts(['--wire', 'fp16']), ring8).train.wire).toBe('fp16');
     expect(resolveConfig(opts(['--wire', 'fp32']), ring8).train).not.toHaveProperty('wire');
     expect(resolveConfig(opts([]), ring8).train).not.toHaveProperty('wire');

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { initBackend } from '../shared/backend.ts';
 import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { numberFlag, parseCli, printInfo } from '../shared/cli.ts';
-import { ganOptionsFrom } from './gan-flags.ts';
+import { ganOptionsFrom, impliedPresetLine, presetChoice } from './gan-flags.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { createPeriodicEvaluation } from './eval/periodic.ts';
 import { createLogger, openLogFile } from '../shared/log.ts';
@@ -36,6 +36,8 @@ runMain(async () => {
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
+  const implied = impliedPresetLine(presetChoice(v));
+  if (implied) log.info(implied.fields, implied.msg);
 
   const local = new LocalTrainer(config, source, snapshot);
   if (resumedFrom) {

@@ -20,7 +20,7 @@ import { LocalTrainer } from '../../trainer/local-trainer.ts';
 import { makeTempDir, spawnCli, waitForEvent, type Proc } from './processes.ts';
 
 /** 40 iterations x 2 phases x 8 shards of ring8 + mlp2d: ~1.5 s on one core, single-process. */
-export const RING8_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+export const RING8_FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 export function configFrom(flags: string[]): GanConfig {
   const v = parseFlags(flags, { ...GAN_FLAGS, ...COMMON_FLAGS });
