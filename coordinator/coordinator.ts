@@ -326,7 +326,7 @@ export class Coordinator implements PhaseExecutor {
   /** Trains until the configured number of iterations or until stop(), on the shared schedule (trainer/loop.ts). */
   async run(): Promise<RunResult> {
     this.log.info({ event: 'training', iteration: this.state.iteration, iterations: this.opts.config.train.iterations, verifyFraction: this.opts.schedule.verifyFraction || undefined, banned: this.banned.size || undefined }, 'training started');
-    this.progress.startRun(this.state.iteration);
+    this.progress.startRun();
     const { runDir, config, source, log, report, evaluation, checkpoint } = this.opts;
     const trainer = new Trainer(this, { config, source, runDir, runId: this.runId, log, logEvery: report.logEvery, sampleEvery: report.sampleEvery, evaluation, checkpoint });
     const result = await trainer.run();

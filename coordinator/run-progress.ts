@@ -9,7 +9,8 @@ import type { WorkerTiming } from '../shared/protocol.ts';
 import { resourceUsage } from '../shared/resources.ts';
 import type { PhaseSummary } from '../trainer/training-state.ts';
 import type { Telemetry } from './metrics.ts';
-import { ByteWindows, EtaEstimator, ProgressTracker, roundRecord, TimeSplit, type ByteCounters } from '../trainer/progress.ts';
+import { ByteWindows, ProgressTracker, roundRecord, TimeSplit, type ByteCounters } from '../trainer/progress.ts';
+import { RateMeter } from '../shared/progress-bar.ts';
 import type { SessionClock } from './session.ts';
 
 /** Where a phase's wall time went, as the scheduler measured it (performance.now() values). */
@@ -40,7 +41,13 @@ export interface RunView {
 export class RunProgress implements SessionClock {
   private readonly timeSplit = new TimeSplit();
   private readonly tracker: ProgressTracker;
-  private readonly eta = new EtaEstimator();
+  /**
+   * The ETA of the progress lines (and so of /status and the dashboard): the terminal bar's
+   * estimator, over the last minute of progress lines and null until 5 iterations and 2 s were
+   * measured, so time spent waiting for workers before training never inflates it (a first ETA
+   * of 3h03m, issue #18).
+   */
+  private eta = new RateMeter({ windowS: 60, minIterations: 5, minSeconds: 2 });
   private readonly byteWindows = new ByteWindows<number>();
   private lastStatusAt = performance.now();
   private metricsTail: unknown[] = [];
@@ -60,8 +67,9 @@ export class RunProgress implements SessionClock {
     this.tracker = new ProgressTracker(batchSize);
   }
 
-  startRun(iteration: number): void {
-    this.eta.start(iteration);
+  /** Training starts (or resumes): the ETA's clock starts at the next progress line, not here, so waiting for workers is not counted. */
+  startRun(): void {
+    this.eta = new RateMeter({ windowS: 60, minIterations: 5, minSeconds: 2 });
   }
 
   addCodec(ms: number): void {
@@ -155,11 +163,17 @@ export class RunProgress implements SessionClock {
         mbSent: Number((v.bytes.sent / 1e6).toFixed(2)),
         mbReceived: Number((v.bytes.received / 1e6).toFixed(2)),
         workerBytes: this.byteWindows.flush(v.sessions),
-        etaS: this.eta.update(v.iteration, v.iterations, now),
+        etaS: this.etaS(v.iteration, v.iterations, now),
         ...resourceUsage(),
       },
       'progress',
     );
+  }
+
+  private etaS(iteration: number, iterations: number, now: number): number | null {
+    this.eta.tick(iteration, now);
+    const eta = this.eta.eta(iterations);
+    return eta === null ? null : Math.round(eta);
   }
 
   /** The last few progress records, for checkpoints. */

@@ -117,6 +117,8 @@ function typeOk(value: unknown, type: string): boolean {
       return typeof value === 'string';
     case 'boolean':
       return typeof value === 'boolean';
+    case 'null':
+      return value === null;
     case 'object':
       return typeof value === 'object' && value !== null && !Array.isArray(value);
     default:

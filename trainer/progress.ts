@@ -271,28 +271,3 @@ export class ByteWindows<K> {
     return out;
   }
 }
-
-/**
- * Time to the last iteration from the rate over roughly the last `horizonMs` (at least the last
- * window), so a worker joining or leaving shows up within a minute.
- */
-export class EtaEstimator {
-  private marks: { t: number; it: number }[] = [];
-
-  constructor(private horizonMs = 60_000) {}
-
-  /** Where the clock starts (training start, or resume). */
-  start(iteration: number, now = performance.now()): void {
-    this.marks = [{ t: now, it: iteration }];
-  }
-
-  /** Records the position at a progress line and returns the ETA in seconds (null: no rate yet). */
-  update(iteration: number, target: number, now = performance.now()): number | null {
-    this.marks.push({ t: now, it: iteration });
-    while (this.marks.length > 2 && now - this.marks[1].t >= this.horizonMs) this.marks.shift();
-    const first = this.marks[0];
-    const rate = (iteration - first.it) / Math.max(1e-9, (now - first.t) / 1000);
-    if (iteration >= target) return 0;
-    return rate > 0 ? Math.round((target - iteration) / rate) : null;
-  }
-}
