@@ -33,7 +33,7 @@ const TEST_TIMEOUT = 90_000;
 const START_MS = 30_000;
 const RUN_MS = 60_000;
 
-const TRAIN_FLAGS = ['--dataset', 'ring8', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+const TRAIN_FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--iterations', '40', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 interface CoordinatorHandle {
   proc: Proc;

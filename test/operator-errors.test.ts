@@ -46,7 +46,7 @@ describe('coordinator start-up errors', () => {
     async () => {
       const port = await holdPort();
       const runDir = join(makeTempDir('gan-port-'), 'run');
-      const c = spawnCli('coordinator', ['--dataset', 'ring8', '--backend', 'wasm', '--host', '127.0.0.1', '--port', String(port), '--run-dir', runDir]);
+      const c = spawnCli('coordinator', ['--dataset', 'ring8', '--preset', 'none', '--backend', 'wasm', '--host', '127.0.0.1', '--port', String(port), '--run-dir', runDir]);
       expect((await waitForExit(c, EXIT_MS)).code).toBe(2);
       const { code, message } = errorLine(c);
       expect(code).toBe('PORT_IN_USE');
@@ -65,7 +65,7 @@ describe('coordinator start-up errors', () => {
       const port = await holdPort();
       const runDir = makeTempDir('gan-port-');
       mkdirSync(join(runDir, 'notes'));
-      const c = spawnCli('coordinator', ['--dataset', 'ring8', '--backend', 'wasm', '--host', '127.0.0.1', '--port', String(port), '--run-dir', runDir]);
+      const c = spawnCli('coordinator', ['--dataset', 'ring8', '--preset', 'none', '--backend', 'wasm', '--host', '127.0.0.1', '--port', String(port), '--run-dir', runDir]);
       expect((await waitForExit(c, EXIT_MS)).code).toBe(2);
       expect(errorLine(c).code).toBe('PORT_IN_USE');
       expect(readdirSync(runDir)).toEqual(['notes']);
@@ -82,7 +82,7 @@ describe('coordinator start-up errors', () => {
       const start = (cli: 'coordinator' | 'train', args: string[], code: string) => {
         const runDir = join(base, `run-${cases.length}`);
         const net = cli === 'coordinator' ? ['--port', port] : [];
-        cases.push({ proc: spawnCli(cli, ['--dataset', 'ring8', '--backend', 'wasm', ...net, '--run-dir', runDir, ...args], { name: `${cli} ${code}` }), runDir, code });
+        cases.push({ proc: spawnCli(cli, ['--dataset', 'ring8', '--preset', 'none', '--backend', 'wasm', ...net, '--run-dir', runDir, ...args], { name: `${cli} ${code}` }), runDir, code });
       };
       start('coordinator', ['--host', '0.0.0.0'], 'INSECURE_LISTEN');
       start('coordinator', ['--host', '127.0.0.1', '--batch-size', '63', '--shards', '4'], 'BATCH_NOT_DIVISIBLE');
