@@ -13,7 +13,7 @@
  * compute queue it feeds share one connection's state; the protocol itself is shared/protocol.ts.
  */
 import { assertCanTrain } from '../shared/backend.ts';
-import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, ReusableFrame, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { WorkerEnv, WorkerSocket } from './env.ts';
@@ -110,6 +110,8 @@ export class WorkerCore {
   private palette: Float32Array | null = null;
   /** Time outside compute since the last result was sent (sent with the next result when `timing` is on). */
   private timing: WorkerTiming = noTiming();
+  /** Result frames are written into one buffer once the previous one has left (shared/codec.ts ReusableFrame). */
+  private resultFrame = new ReusableFrame();
   private log: WorkerLog;
   /** Why run() returned 2 (a refusal or a TLS failure retrying cannot fix); null otherwise. */
   fatal: { code: string; reason: string } | null = null;
@@ -195,6 +197,8 @@ export class WorkerCore {
       this.wire = 'fp32';
       this.features = new Set();
       this.timing = noTiming();
+      // Per connection: a frame still leaving on a closed socket is never written over.
+      this.resultFrame = new ReusableFrame();
       let welcomed = false;
       let bye: { code: string; reason: string } | null = null;
       let idleTimer: ReturnType<typeof setTimeout> | null = null;
@@ -422,7 +426,7 @@ export class WorkerCore {
   private sendResult(ws: WorkerSocket, msg: Outgoing<ResultMsg>): void {
     if (!ws.open) return;
     const t0 = performance.now();
-    const frame = encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg, { wire: this.wire });
+    const frame = this.resultFrame.encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg, { wire: this.wire }, ws.flushed === true);
     const t1 = performance.now();
     ws.send(frame);
     this.timing = { ...noTiming(), encodeMs: t1 - t0, sendMs: performance.now() - t1 };
