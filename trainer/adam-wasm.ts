@@ -10,7 +10,7 @@
  *
  * The module is assembled below from its instructions (no toolchain needed); the text form:
  *
- *   (func (export "adam") (param $w i32) (param $g i32) (param $m i32) (param $v i32) (param $pairs i32)
+ *   (func $adam (param $w i32) (param $g i32) (param $m i32) (param $v i32) (param $pairs i32)
  *         (param $alpha f64) (param $b1 f64) (param $b2 f64) (param $c1 f64) (param $c2 f64) (param $eps f64)
  *     ;; splat the six constants, then for off = 0; off < pairs * 8; off += 8 (two float32 per array):
  *     ;;   G  = promote(load64_zero(g + off))
@@ -18,7 +18,7 @@
  *     ;;   VI = B2 * promote(load64_zero(v + off)) + (C2 * G) * G
  *     ;;   store64_lane(m + off, demote(MI)); store64_lane(v + off, demote(VI))
  *     ;;   store64_lane(w + off, demote(promote(load64_zero(w + off)) - (ALPHA * MI) / (sqrt(VI) + EPS)))
- *   )
+ *   )   ;; exported under the name adam
  */
 
 const SIMD = 0xfd;
