@@ -108,10 +108,13 @@ export class ReusableFrame {
 
   encode(msg: Outgoing<Message> | Message, opts: EncodeOptions, free: boolean): Uint8Array {
     const value = packable(msg, opts);
-    if (!free || !this.buf) {
+    // Node only (msgpackr's output buffers are Node Buffers there); a browser's socket copies
+    // what it is given anyway, and its transport never says `free`.
+    const reusable = free && typeof Buffer === 'function';
+    if (!reusable || !this.buf) {
       const frame = packr.pack(value);
       // Sized by the first frame; used from the next one on.
-      if (!this.buf || this.buf.byteLength < frame.byteLength) this.buf = Buffer.allocUnsafeSlow(frame.byteLength + 4096);
+      if (reusable && (!this.buf || this.buf.byteLength < frame.byteLength)) this.buf = Buffer.allocUnsafeSlow(frame.byteLength + 4096);
       return frame;
     }
     packr.useBuffer(this.buf);
