@@ -5,7 +5,7 @@
  * checked against what that worker was asked to compute, the phase's block sums applied to the
  * TrainingState once complete, and the changed net broadcast.
  */
-import { encode } from '../shared/codec.ts';
+import { ReusableFrame } from '../shared/codec.ts';
 import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
@@ -56,6 +56,8 @@ export class Scheduler {
   private lastVerifyWaitLogAt = -Infinity;
   /** `${workers}/${shards}` of the last WORKERS_IDLE warning ('' while every worker has work). */
   private idleWarnedFor = '';
+  /** Each net's weights frames go into one buffer once every socket has sent the previous one (ReusableFrame). */
+  private readonly weightFrames: Record<Net, ReusableFrame> = { G: new ReusableFrame(), D: new ReusableFrame() };
 
   constructor(private readonly d: SchedulerDeps) {}
 
@@ -300,7 +302,8 @@ export class Scheduler {
       // One encoding of a multi-megabyte net serves every worker.
       if (!frame) {
         const t0 = performance.now();
-        frame = encode({ type: 'weights', net, version, weights }, { wire: this.d.wire });
+        const free = [...this.d.server.sessions.values()].every((x) => x.flushed);
+        frame = this.weightFrames[net].encode({ type: 'weights', net, version, weights }, { wire: this.d.wire }, free);
         progress.addCodec(performance.now() - t0);
       }
       s.sendFrame(frame);

@@ -155,6 +155,11 @@ export class WorkerSession implements Assignee {
     this.sendFrame(frame);
   }
 
+  /** Everything sent on this connection has been handed to the kernel (no frame's memory is still referenced). */
+  get flushed(): boolean {
+    return this.ws.bufferedAmount === 0;
+  }
+
   /** Sends an already-encoded frame (a broadcast encodes once for every worker). */
   sendFrame(frame: Uint8Array): void {
     if (this.state === 'closed') return;

@@ -12,6 +12,7 @@ import { discriminatorLoss, generatorLoss } from './losses.ts';
 import { buildModels, netLayout, type GanModels, type NetLayout } from './models.ts';
 import { deriveSeed, normalArray, Rng } from './rng.ts';
 import type { Net, Phase, ShardSpec } from './protocol.ts';
+import { reduceNode } from './tree-sum.ts';
 
 /**
  * One micro-shard of a global batch: everything needed to recompute it anywhere. It is the task's
@@ -21,6 +22,22 @@ import type { Net, Phase, ShardSpec } from './protocol.ts';
  * real row, which only the coordinator reads (to send rows as one-byte codes) and never travels.
  */
 export type ShardInput = Omit<ShardSpec, 'realCodes'> & { realRows?: Int32Array };
+
+/**
+ * One shard's gradient still in the backend: one tensor per trainable variable of the phase's
+ * net (layout order), owned by the caller (dispose with disposeShardTensors), with its statistics.
+ */
+export interface ShardTensors {
+  grads: tf.Tensor[];
+  loss: number;
+  dReal: number;
+  dFake: number;
+}
+
+export function disposeShardTensors(t: ShardTensors): void {
+  tf.dispose(t.grads);
+  t.grads = [];
+}
 
 export interface ShardResult {
   /** Gradient of the shard's mean loss w.r.t. the phase's net, flat in NetLayout order. */
@@ -107,13 +124,63 @@ export class GanReplica {
     return pack > 1 ? tf.reshape(x, [x.shape[0] / pack, -1]) : x;
   }
 
-  private flatGradient(net: Net, grads: tf.NamedTensorMap): Float32Array {
-    const parts = this.vars[net].map((v) => tf.reshape(grads[v.name], [-1]));
-    return tf.concat(parts).dataSync() as Float32Array;
+  /** The phase's variables' gradients in layout order, kept past the enclosing tidy. */
+  private keptGradients(net: Net, grads: tf.NamedTensorMap): tf.Tensor[] {
+    return this.vars[net].map((v) => tf.keep(grads[v.name]));
+  }
+
+  /** Per-variable tensors flattened into one Float32Array in layout order (one read from the backend). */
+  private flatten(parts: tf.Tensor[]): Float32Array {
+    return tidyOut(() => tf.concat(parts.map((t) => tf.reshape(t, [-1]))).dataSync() as Float32Array);
+  }
+
+  /**
+   * Whether the backend's float32 add is exactly JS's Math.fround(a + b) for every input
+   * (IEEE-754 binary32, subnormals kept): wasm (WebAssembly has no flush-to-zero mode) and cpu
+   * (plain JS). Native TensorFlow flushes subnormals in its threads and WebGL is not IEEE, so
+   * there the tree sum stays in JS (shared/tree-sum.ts).
+   */
+  get exactAdd(): boolean {
+    const b = tf.getBackend();
+    return b === 'wasm' || b === 'cpu';
+  }
+
+  /**
+   * The raw value (before any wire rounding) of an aligned block of the fixed sum tree
+   * (shared/tree-sum.ts) from its shards' gradients still in the backend: the same float32
+   * additions in the same tree order as blockRawSum with no quantizer, done by the backend's add
+   * (only where exactAdd: then the bits are the same), per variable, and read back once. The
+   * leaves stay the caller's.
+   */
+  blockSum(shards: number, block: { first: number; count: number }, leaf: (shardId: number) => tf.Tensor[]): Float32Array {
+    return tidyOut(() => {
+      const root = reduceNode<tf.Tensor[]>(
+        shards,
+        block.first,
+        block.count,
+        (lo, size) => (size === 1 ? leaf(lo) : undefined),
+        (l, r) => l.map((t, i) => tf.add(t, r[i]!)),
+      );
+      return this.flatten(root);
+    });
   }
 
   /** The D phase for one shard: gradient of D's loss on (real rows, G(z) from the shard seed). */
   computeDGradient(shard: ShardInput): ShardResult {
+    return this.toResult(this.dShard(shard));
+  }
+
+  /** A shard's result with its gradient flattened into a Float32Array; the tensors are disposed. */
+  private toResult(t: ShardTensors): ShardResult {
+    try {
+      return { gradient: this.flatten(t.grads), loss: t.loss, dReal: t.dReal, dFake: t.dFake };
+    } finally {
+      disposeShardTensors(t);
+    }
+  }
+
+  /** The D phase for one shard, its gradient left in the backend (ShardTensors). */
+  private dShard(shard: ShardInput): ShardTensors {
     const { model, loss: lossCfg } = this.config;
     const { rows, real } = shard;
     const dim = sampleDim(model);
@@ -143,9 +210,8 @@ export class GanReplica {
           return discriminatorLoss(realLogits, fakeLogits, lossCfg.labelSmoothing);
         }, this.vars.D),
       );
-      const gradient = this.flatGradient('D', grads);
       const out = {
-        gradient,
+        grads: this.keptGradients('D', grads),
         loss: value.dataSync()[0],
         dReal: tf.mean(tf.sigmoid(realLogits)).dataSync()[0],
         dFake: tf.mean(tf.sigmoid(fakeLogits)).dataSync()[0],
@@ -157,6 +223,10 @@ export class GanReplica {
 
   /** The G phase for one shard: gradient of G's loss through D (D in training mode, not updated). */
   computeGGradient(shard: ShardInput): ShardResult {
+    return this.toResult(this.gShard(shard));
+  }
+
+  private gShard(shard: ShardInput): ShardTensors {
     const { model, loss: lossCfg } = this.config;
     const { rows } = shard;
     return tidyOut(() => {
@@ -170,8 +240,7 @@ export class GanReplica {
           return generatorLoss(fakeLogits, lossCfg.gLoss);
         }, this.vars.G),
       );
-      const gradient = this.flatGradient('G', grads);
-      const out = { gradient, loss: value.dataSync()[0], dReal: 0, dFake: tf.mean(tf.sigmoid(fakeLogits)).dataSync()[0] };
+      const out = { grads: this.keptGradients('G', grads), loss: value.dataSync()[0], dReal: 0, dFake: tf.mean(tf.sigmoid(fakeLogits)).dataSync()[0] };
       tf.dispose(fakeLogits);
       return out;
     });
@@ -179,6 +248,11 @@ export class GanReplica {
 
   computeShard(phase: Phase, shard: ShardInput): ShardResult {
     return phase === 'D' ? this.computeDGradient(shard) : this.computeGGradient(shard);
+  }
+
+  /** One shard with its gradient left in the backend, for blockSum (the caller disposes it). */
+  computeShardTensors(phase: Phase, shard: ShardInput): ShardTensors {
+    return phase === 'D' ? this.dShard(shard) : this.gShard(shard);
   }
 
   /** G(z) for given noise (and labels), at inference: rows * sampleDim values. */

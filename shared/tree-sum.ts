@@ -188,9 +188,37 @@ export function blockStats(shards: number, block: ShardBlock, known: (lo: number
  * is the tree's value; blocks may overlap. Writes into `out` when given (reused phase to phase).
  */
 export function treeAverage(shards: number, known: (lo: number, size: number) => Float32Array | undefined, q: Quantizer, out?: Float32Array): Float32Array {
-  const root = treeValue(shards, 0, treeSize(shards), known, q);
+  // The root is the node [0, size) below which the tree stops being its own left child.
+  let size = treeSize(shards);
+  while (size > 1 && size / 2 >= shards && known(0, size) === undefined) size /= 2;
+  if (q === null && size > 1 && known(0, size) === undefined) {
+    // The root's addition and the division in one pass, into `out`: f32(f32(l + r) / S), the
+    // same two roundings as storing the root and then dividing it, without a root buffer (with
+    // 2 workers the coordinator's only addition).
+    const l = treeValue(shards, 0, size / 2, known, q);
+    const r = treeValue(shards, size / 2, size / 2, known, q);
+    if (r.length !== l.length) throw new GanError('GRADIENT_SIZE_MISMATCH', `shard block gradients have ${l.length} and ${r.length} values`);
+    const avg = out && out.length === l.length ? out : new Float32Array(l.length);
+    const n = l.length;
+    if (isPow2(shards)) {
+      const inv = 1 / shards;
+      for (let i = 0; i < n; i++) avg[i] = Math.fround(l[i] + r[i]) * inv;
+    } else {
+      for (let i = 0; i < n; i++) avg[i] = Math.fround(l[i] + r[i]) / shards;
+    }
+    return avg;
+  }
+  const root = treeValue(shards, 0, size, known, q);
   const avg = out && out.length === root.length ? out : new Float32Array(root.length);
-  for (let i = 0; i < root.length; i++) avg[i] = root[i] / shards;
+  const n = root.length;
+  if (isPow2(shards)) {
+    // x / 2^k and x * 2^-k are the same real number (a float32 in float64 never underflows
+    // there), so they round to the same float32; the multiplication is several times cheaper.
+    const inv = 1 / shards;
+    for (let i = 0; i < n; i++) avg[i] = root[i] * inv;
+  } else {
+    for (let i = 0; i < n; i++) avg[i] = root[i] / shards;
+  }
   return avg;
 }
 

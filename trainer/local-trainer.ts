@@ -16,6 +16,8 @@ import { roundTripHalf } from '../shared/float16.ts';
 import { hashFloats } from './hash.ts';
 import { GanReplica } from '../shared/replica.ts';
 import type { Net } from '../shared/protocol.ts';
+import { BlockAccumulator } from '../shared/block-accumulator.ts';
+import { blockKey, treeSize } from '../shared/tree-sum.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from './training-state.ts';
 
 export class LocalTrainer {
@@ -61,6 +63,20 @@ export class LocalTrainer {
   runPhase(): PhaseSummary {
     const plan = this.state.planNext();
     this.sync(true);
+    if (!this.fp16 && this.replica.exactAdd) {
+      // The whole tree as one block, summed on the backend (BlockAccumulator; the same float32
+      // additions in the same order as the JS tree): the root, applied as the only block.
+      const S = plan.shards.length;
+      const root = { first: 0, count: treeSize(S) };
+      const acc = new BlockAccumulator(this.replica, S, root, null);
+      try {
+        for (const shard of plan.shards) acc.compute(plan.phase, shard);
+        const { gradient, stats } = acc.take();
+        return this.state.applyBlocks(plan, new Map([[blockKey(root.first, root.count), { gradient, ...stats }]]));
+      } finally {
+        acc.dispose();
+      }
+    }
     const results = plan.shards.map((shard) => {
       const r = this.replica.computeShard(plan.phase, shard);
       // What the coordinator would decode from a worker's fp16 result.

@@ -6,6 +6,7 @@
  */
 import type { OptimizerConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
+import { AdamKernel } from './adam-wasm.ts';
 
 export interface OptimizerState {
   name: 'adam' | 'sgd';
@@ -24,6 +25,14 @@ export interface Optimizer {
   restore(state: OptimizerState): void;
   /** Safe mid-run change (e.g. learning rate on resume). */
   setLearningRate(lr: number): void;
+  /**
+   * The weights this optimizer will update, moved to where it updates them fastest: a buffer of
+   * its own holding a copy of `initial` (Adam's WebAssembly memory), or `initial` itself.
+   * apply() takes any arrays; it is fastest with this one and gradientBuffer().
+   */
+  adopt(initial: Float32Array): Float32Array;
+  /** A buffer to write the gradient into before apply() (no copy then), or null. */
+  gradientBuffer(): Float32Array | null;
 }
 
 class Adam implements Optimizer {
@@ -32,21 +41,53 @@ class Adam implements Optimizer {
   private step = 0;
   private b1p = 1;
   private b2p = 1;
+  /** The SIMD kernel and its memory (m and v are its views), or null: the JS loop. */
+  private readonly kernel: AdamKernel | null;
   constructor(private size: number, private cfg: OptimizerConfig) {
-    this.m = new Float32Array(size);
-    this.v = new Float32Array(size);
+    this.kernel = AdamKernel.create(size);
+    this.m = this.kernel ? this.kernel.m : new Float32Array(size);
+    this.v = this.kernel ? this.kernel.v : new Float32Array(size);
+  }
+  adopt(initial: Float32Array): Float32Array {
+    if (!this.kernel || initial.length !== this.size) return initial;
+    this.kernel.w.set(initial);
+    return this.kernel.w;
+  }
+  gradientBuffer(): Float32Array | null {
+    return this.kernel?.g ?? null;
   }
   apply(w: Float32Array, g: Float32Array): void {
+    const k = this.kernel;
+    if (!k || w.length !== this.size || g.length !== this.size) return this.applyJs(w, g, 0);
     const { beta1, beta2, epsilon } = this.cfg;
+    this.step++;
+    this.b1p *= beta1;
+    this.b2p *= beta2;
+    const alpha = (this.cfg.lr * Math.sqrt(1 - this.b2p)) / (1 - this.b1p);
+    // Arrays elsewhere are copied in and out (the kernel reads only its own memory).
+    if (g !== k.g) k.g.set(g);
+    if (w !== k.w) k.w.set(w);
+    const done = k.run(alpha, beta1, beta2, 1 - beta1, 1 - beta2, epsilon);
+    this.loop(k.w, k.g, alpha, done);
+    if (w !== k.w) w.set(k.w);
+  }
+  /** The whole update in JS (no kernel, or arrays of another size). */
+  private applyJs(w: Float32Array, g: Float32Array, from: number): void {
+    const { beta1, beta2 } = this.cfg;
     this.step++;
     this.b1p *= beta1;
     this.b2p *= beta2;
     // Folding both bias corrections into the step size (Kingma & Ba, end of section 2).
     const alpha = (this.cfg.lr * Math.sqrt(1 - this.b2p)) / (1 - this.b1p);
+    this.loop(w, g, alpha, from);
+  }
+  /** The update of values [from, w.length) in JS: the reference arithmetic the kernel reproduces. */
+  private loop(w: Float32Array, g: Float32Array, alpha: number, from: number): void {
+    const { beta1, beta2, epsilon } = this.cfg;
     const { m, v } = this;
     const c1 = 1 - beta1;
     const c2 = 1 - beta2;
-    for (let i = 0; i < w.length; i++) {
+    for (let i = from; i < w.length; i++) {
       const gi = g[i];
       const mi = (m[i] = beta1 * m[i] + c1 * gi);
       const vi = (v[i] = beta2 * v[i] + c2 * gi * gi);
@@ -61,8 +102,9 @@ class Adam implements Optimizer {
     this.step = s.step;
     this.b1p = s.beta1Power;
     this.b2p = s.beta2Power;
-    this.m = s.slots[0].slice();
-    this.v = s.slots[1].slice();
+    // Into the existing arrays: with the kernel they are views of its memory.
+    this.m.set(s.slots[0]);
+    this.v.set(s.slots[1]);
   }
   setLearningRate(lr: number): void {
     this.cfg = { ...this.cfg, lr };
@@ -74,6 +116,12 @@ class SgdMomentum implements Optimizer {
   private step = 0;
   constructor(private size: number, private cfg: OptimizerConfig) {
     this.vel = new Float32Array(size);
+  }
+  adopt(initial: Float32Array): Float32Array {
+    return initial;
+  }
+  gradientBuffer(): Float32Array | null {
+    return null;
   }
   apply(w: Float32Array, g: Float32Array): void {
     this.step++;

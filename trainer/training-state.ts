@@ -78,7 +78,7 @@ export class TrainingState {
   /** --g-ema: the moving average of G's weights, or null when off (see updateGEma). */
   private gEma: Float32Array | null = null;
   /** Per net, the buffer the phase average is written into, reused phase after phase. */
-  private averageOut: Record<Net, Float32Array | undefined> = { G: undefined, D: undefined };
+  private averageOut: Record<Net, Float32Array | undefined>;
   /** How internal nodes of the sum tree are rounded (--wire fp16), see shared/tree-sum.ts. */
   private readonly quantize: Quantizer;
 
@@ -89,6 +89,8 @@ export class TrainingState {
       G: createOptimizer(layout.G.total, config.optimizer),
       D: createOptimizer(layout.D.total, config.optimizer),
     };
+    // The average is written where the optimizer reads it without a copy, when it has such a place.
+    this.averageOut = { G: this.optimizers.G.gradientBuffer() ?? undefined, D: this.optimizers.D.gradientBuffer() ?? undefined };
     if (snapshot) {
       for (const net of ['G', 'D'] as const) {
         if (snapshot.weights[net].length !== layout[net].total) {
@@ -96,13 +98,14 @@ export class TrainingState {
         }
         this.optimizers[net].restore(snapshot.optimizers[net]);
       }
-      this.weights = { G: snapshot.weights.G.slice(), D: snapshot.weights.D.slice() };
+      // Copies, kept where the optimizer updates them fastest (Optimizer.adopt).
+      this.weights = { G: this.optimizers.G.adopt(snapshot.weights.G.slice()), D: this.optimizers.D.adopt(snapshot.weights.D.slice()) };
       this.versions = { ...snapshot.versions };
       this.iteration = snapshot.iteration;
       this.dStep = snapshot.dStep;
       this.sampler = new Sampler(source, seed, snapshot.sampler);
     } else {
-      this.weights = { G: initialWeights(layout.G, seed, 1), D: initialWeights(layout.D, seed, 2) };
+      this.weights = { G: this.optimizers.G.adopt(initialWeights(layout.G, seed, 1)), D: this.optimizers.D.adopt(initialWeights(layout.D, seed, 2)) };
       this.sampler = new Sampler(source, seed);
     }
     if (config.train.gEma) {

@@ -46,6 +46,9 @@ function connect(url: string, events: SocketEvents, opts: ConnectOptions): Worke
     get open() {
       return ws.readyState === WebSocket.OPEN;
     },
+    get flushed() {
+      return ws.bufferedAmount === 0;
+    },
     send: (frame) => ws.send(frame),
     close: (code, reason) => ws.close(code, reason),
     terminate: () => ws.terminate(),

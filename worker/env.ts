@@ -13,6 +13,12 @@ export interface WorkerSocket {
   /** The socket is open and frames can be sent. */
   readonly open: boolean;
   send(frame: Uint8Array): void;
+  /**
+   * Whether every frame sent so far has left this process's hands (ws: bufferedAmount 0, the
+   * kernel has all the bytes), so the memory of the last one may be written over; absent where
+   * the transport cannot tell (the worker then never reuses a frame buffer).
+   */
+  readonly flushed?: boolean;
   /** A clean close with a code and a short (<= 123 bytes) reason. */
   close(code: number, reason: string): void;
   /** Drop the connection at once (the coordinator went silent). */

@@ -13,13 +13,14 @@
  * compute queue it feeds share one connection's state; the protocol itself is shared/protocol.ts.
  */
 import { assertCanTrain } from '../shared/backend.ts';
-import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, ReusableFrame, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { WorkerEnv, WorkerSocket } from './env.ts';
 import { closeCodeFor, fatalCode, MAX_TASK_SHARDS, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Net, type Message, type BlockSpec, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
-import { GanReplica, type ShardInput, type ShardResult } from '../shared/replica.ts';
-import { blockRawSum, blockShards, blockStats, quantizerFor } from '../shared/tree-sum.ts';
+import { GanReplica, type ShardInput } from '../shared/replica.ts';
+import { quantizerFor } from '../shared/tree-sum.ts';
+import { BlockAccumulator } from '../shared/block-accumulator.ts';
 import { rowsFromCodes } from '../shared/data/row-codes.ts';
 
 /** The log calls a worker makes (a pino Logger has them; the browser page brings its own). */
@@ -71,11 +72,10 @@ const WORKER_LIMITS: DecodeLimits = { maxFrameBytes: 1 << 30, maxFloats: 1 << 28
 
 const noTiming = (): WorkerTiming => ({ decodeMs: 0, loadMs: 0, recvMs: 0, encodeMs: 0, sendMs: 0 });
 
-/** A block of a task being computed: its shards' results so far, summed and sent when complete. */
+/** A block of a task being computed: its shards' gradients so far (BlockAccumulator), summed and sent when complete. */
 interface BlockWork {
   block: BlockSpec;
-  ids: number[];
-  results: Map<number, ShardResult>;
+  acc: BlockAccumulator;
   computeMs: number;
 }
 
@@ -110,6 +110,8 @@ export class WorkerCore {
   private palette: Float32Array | null = null;
   /** Time outside compute since the last result was sent (sent with the next result when `timing` is on). */
   private timing: WorkerTiming = noTiming();
+  /** Result frames are written into one buffer once the previous one has left (shared/codec.ts ReusableFrame). */
+  private resultFrame = new ReusableFrame();
   private log: WorkerLog;
   /** Why run() returned 2 (a refusal or a TLS failure retrying cannot fix); null otherwise. */
   fatal: { code: string; reason: string } | null = null;
@@ -195,6 +197,8 @@ export class WorkerCore {
       this.wire = 'fp32';
       this.features = new Set();
       this.timing = noTiming();
+      // Per connection: a frame still leaving on a closed socket is never written over.
+      this.resultFrame = new ReusableFrame();
       let welcomed = false;
       let bye: { code: string; reason: string } | null = null;
       let idleTimer: ReturnType<typeof setTimeout> | null = null;
@@ -262,7 +266,7 @@ export class WorkerCore {
             }
             this.versions[msg.net] = msg.version;
             // Shards computed against older weights are from a finished phase: skip them.
-            this.queue = this.queue.filter((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
+            this.filterQueue((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
             return;
           case 'task': {
             if (!welcomed) return;
@@ -277,9 +281,8 @@ export class WorkerCore {
             // The codec checked that the blocks cover exactly the task's shards, in order.
             let next = 0;
             for (const block of msg.blocks) {
-              const ids = blockShards(block, msg.shardCount);
-              const work: BlockWork = { block, ids, results: new Map(), computeMs: 0 };
-              for (const _ of ids) this.queue.push({ task: msg, shard: shards[next++], ws, block: work });
+              const work: BlockWork = { block, acc: new BlockAccumulator(this.replica!, msg.shardCount, block, quantizerFor(this.wire)), computeMs: 0 };
+              for (const _ of work.acc.ids) this.queue.push({ task: msg, shard: shards[next++], ws, block: work });
             }
             void this.pump();
             return;
@@ -318,7 +321,7 @@ export class WorkerCore {
           },
           close: (code, closeReason) => {
             if (idleTimer) clearTimeout(idleTimer);
-            this.queue = this.queue.filter((q) => q.ws !== ws);
+            this.filterQueue((q) => q.ws !== ws);
             const fatalConnect = !welcomed && connectError ? this.env.fatalConnectError(connectError, { url: this.opts.url, ca: Boolean(ca) }) : null;
             if (fatalConnect) return resolve({ kind: 'fatal', code: fatalConnect.code, reason: fatalConnect.reason, tls: fatalConnect.detail });
             const reason = bye?.reason ?? (closeReason || (connectError ? connectError.message : `closed with code ${code}`));
@@ -353,7 +356,7 @@ export class WorkerCore {
     this.replica!.setWeights('G', g.weights);
     this.replica!.setWeights('D', d.weights);
     this.versions = { G: g.version, D: d.version };
-    this.queue = [];
+    this.filterQueue(() => false);
     // Results on this connection go out in the run's wire format (weights already arrive in it).
     this.wire = wire;
     this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects, warmupMs }, 'joined the run');
@@ -391,6 +394,16 @@ export class WorkerCore {
     return out;
   }
 
+  /** Keeps the queued shards `keep` accepts; the blocks of the others can no longer complete, so their gradients are freed. */
+  private filterQueue(keep: (q: QueuedShard) => boolean): void {
+    const kept: QueuedShard[] = [];
+    for (const q of this.queue) {
+      if (keep(q)) kept.push(q);
+      else q.block.acc.dispose();
+    }
+    this.queue = kept;
+  }
+
   private meanShardMs(): number {
     return this.shardsDone ? Number((this.computeMsTotal / this.shardsDone).toFixed(2)) : 0;
   }
@@ -413,7 +426,7 @@ export class WorkerCore {
   private sendResult(ws: WorkerSocket, msg: Outgoing<ResultMsg>): void {
     if (!ws.open) return;
     const t0 = performance.now();
-    const frame = encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg, { wire: this.wire });
+    const frame = this.resultFrame.encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg, { wire: this.wire }, ws.flushed === true);
     const t1 = performance.now();
     ws.send(frame);
     this.timing = { ...noTiming(), encodeMs: t1 - t0, sendMs: performance.now() - t1 };
@@ -429,23 +442,26 @@ export class WorkerCore {
     try {
       while (this.queue.length > 0) {
         const { task, shard, ws, block } = this.queue.shift()!;
-        if (ws !== this.ws || !ws.open || !this.replica) continue;
-        if (task.gVersion !== this.versions.G || task.dVersion !== this.versions.D) continue;
-        const t0 = performance.now();
-        const result = this.replica.computeShard(task.phase, shard);
-        const computeMs = performance.now() - t0;
-        if (this.opts.testCorruptScale) {
-          const g = result.gradient;
-          for (let i = 0; i < g.length; i++) g[i] *= 1 + this.opts.testCorruptScale;
+        if (ws !== this.ws || !ws.open || !this.replica || task.gVersion !== this.versions.G || task.dVersion !== this.versions.D) {
+          block.acc.dispose();
+          continue;
         }
+        const t0 = performance.now();
+        block.acc.compute(task.phase, shard);
+        let computeMs = performance.now() - t0;
         if (this.opts.testDelayMs > 0) await new Promise((r) => setTimeout(r, this.opts.testDelayMs));
-        block.results.set(shard.shardId, result);
         block.computeMs += computeMs + this.opts.testDelayMs;
-        if (block.results.size === block.ids.length) {
-          const S = task.shardCount;
-          const leaf = (id: number) => block.results.get(id)!.gradient;
-          const gradient = blockRawSum(S, block.block, leaf, quantizerFor(this.wire));
-          const stats = blockStats(S, block.block, (lo, size) => (size === 1 ? block.results.get(lo) : undefined));
+        const blockDone = block.acc.complete;
+        if (blockDone) {
+          // The block's sum (on the backend where it is exact, see BlockAccumulator) counts as compute.
+          const t1 = performance.now();
+          const { gradient, stats } = block.acc.take();
+          const sumMs = performance.now() - t1;
+          computeMs += sumMs;
+          block.computeMs += sumMs;
+          if (this.opts.testCorruptScale) {
+            for (let i = 0; i < gradient.length; i++) gradient[i] *= 1 + this.opts.testCorruptScale;
+          }
           this.sendResult(ws, {
             type: 'result',
             taskId: task.taskId,
@@ -458,11 +474,10 @@ export class WorkerCore {
             stats: { loss: stats.loss, dReal: stats.dReal, dFake: stats.dFake },
             computeMs: block.computeMs,
           });
-          block.results.clear();
         }
         this.shardsDone++;
         this.computeMsTotal += computeMs;
-        if (block.results.size === 0) this.opts.onBlockSent?.({ shards: block.ids.length, computeMs: block.computeMs, shardsDone: this.shardsDone, meanShardMs: this.meanShardMs() });
+        if (blockDone) this.opts.onBlockSent?.({ shards: block.acc.ids.length, computeMs: block.computeMs, shardsDone: this.shardsDone, meanShardMs: this.meanShardMs() });
         this.maybeLogProgress();
         await this.env.yieldNow();
       }
