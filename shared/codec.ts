@@ -82,6 +82,7 @@ export function encode(msg: Outgoing<Message> | Message, opts: EncodeOptions = {
     case 'weights':
       return packr.pack({ ...msg, protocol: PROTOCOL_VERSION, weights: encodeHalf(msg.weights) });
     case 'result':
+    case 'sum':
       return packr.pack({ ...msg, protocol: PROTOCOL_VERSION, gradient: encodeHalf(msg.gradient) });
     default:
       return packr.pack({ ...msg, protocol: PROTOCOL_VERSION });
