@@ -303,6 +303,29 @@ export class PhaseRun<W extends Assignee> {
     return 'accepted';
   }
 
+  /** Shards this worker still owes in the phase (the relay tree's relay-expect is built from them). */
+  owedBy(worker: W): number[] {
+    return [...(this.owed.get(worker.sessionId) ?? [])];
+  }
+
+  /**
+   * A block that came up the relay tree from `relay` (coordinator/relay-tree.ts): every shard of
+   * it must be held by a worker the relay vouches for (one of its subtree, or itself), else
+   * 'not-assigned'. Otherwise like accept(): the first valid block covering a shard wins,
+   * duplicates change nothing. Not for verified shards (the tree is off with --verify-fraction).
+   */
+  acceptRelayed(relay: W, block: ShardBlock, result: ShardResult, vouches: (holder: W) => boolean): ResultVerdict {
+    const shards = this.plan.shards.length;
+    if (!isAlignedBlock(block.first, block.count, shards)) return 'not-assigned';
+    const ids = blockShards(block, shards);
+    if (ids.some((id) => this.verified.has(id))) return 'not-assigned';
+    if (!ids.every((id) => [...(this.holders.get(id) ?? [])].some(vouches))) return 'not-assigned';
+    if (ids.every((id) => this.results[id])) return 'duplicate';
+    const node = { first: block.first, count: block.count };
+    for (const id of ids) if (!this.results[id]) this.finish(id, result, [relay], node);
+    return 'accepted';
+  }
+
   /**
    * The accepted blocks' results by blockKey, for TrainingState.applyBlocks (only once done).
    * They may overlap (a duplicated shard inside a block that arrived later); every one is a

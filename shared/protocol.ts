@@ -383,8 +383,13 @@ export const MESSAGES = {
       version: f.int(0),
       total: f.int(1),
       offset: f.int(0),
-      data: f.custom((o, k, p, limits): Uint8Array => {
-        const data = intArray(o, k, p, limits, Uint8Array);
+      data: f.custom((o, k, p): Uint8Array => {
+        const data = o[k];
+        // Bounded by MAX_CHUNK_BYTES, not by the model's float limit (a chunk is bytes of a frame).
+        if (!(data instanceof Uint8Array) || data.constructor !== Uint8Array) {
+          if (!Object.hasOwn(o, k)) bad(`${p}.${k} is missing`);
+          bad(`${p}.${k} must be a Uint8Array, got ${describe(data)}`);
+        }
         if (data.length === 0 || data.length > MAX_CHUNK_BYTES) bad(`${p}.data has ${data.length} bytes; a chunk has 1 to ${MAX_CHUNK_BYTES}`);
         if ((o.offset as number) + data.length > (o.total as number)) bad(`${p} [${o.offset as number}, +${data.length}) runs past total ${o.total as number}`);
         return data;

@@ -12,6 +12,7 @@ import { createLogger } from '../shared/log.ts';
 import { loadCaFile } from '../shared/tls.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { DEFAULT_BACKOFF, Worker } from './worker.ts';
+import { TreeLink } from './tree-link.ts';
 import { WORKER_CLI } from './cli-spec.ts';
 
 // The flag table and help live in cli-spec.ts (no tfjs there: bin/gan-worker.js answers --help
@@ -38,6 +39,18 @@ async function main(): Promise<number> {
   if (Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0)) {
     log.warn({ event: 'warning', code: 'TEST_CORRUPT_GRADIENT', scale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT) }, 'test hook GAN_TEST_CORRUPT_GRADIENT is set: this worker returns wrong gradients');
   }
+  const tree = new TreeLink({
+    workerId,
+    log,
+    listen: parseListen(v['relay-listen']),
+    advertise: relayAdvertise(v['relay-advertise']),
+    // Test hooks (never set them in production): GAN_TEST_RELAY_CORRUPT=1 alters every weights
+    // chunk this relay forwards (a malicious relay); GAN_TEST_RELAY_STALL_MS shortens the stall timeout.
+    corrupt: process.env.GAN_TEST_RELAY_CORRUPT === '1',
+    stallMs: Number(process.env.GAN_TEST_RELAY_STALL_MS ?? 0) || undefined,
+  });
+  if (tree.corrupting) log.warn({ event: 'warning', code: 'TEST_RELAY_CORRUPT' }, 'test hook GAN_TEST_RELAY_CORRUPT is set: this relay alters the weights it forwards');
+  await tree.prepare();
   const worker = new Worker({
     url,
     token,
@@ -56,6 +69,7 @@ async function main(): Promise<number> {
     testCorruptScale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0) || 0,
     progressIntervalMs: 1000 * (v['status-interval'] === undefined ? 15 : Number(v['status-interval'])),
     ca,
+    tree,
   });
   installSocketErrorGuard(log);
   // The first SIGINT/SIGTERM stops the worker: at once when it is waiting to reconnect, else once
@@ -69,9 +83,25 @@ async function main(): Promise<number> {
     });
   }
   const code = await worker.run();
+  await tree.close();
   // The log line has the details; this one is for a person watching the terminal or journal.
   if (worker.fatal) process.stderr.write(`error [${worker.fatal.code}]: ${worker.fatal.reason}\n`);
   return code;
+}
+
+/** --relay-listen host:port (an IPv6 host in brackets), or undefined. */
+function parseListen(v: unknown): { host: string; port: number } | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError('BAD_RELAY_LISTEN', `--relay-listen must be <host>:<port> (port 0-65535, e.g. 0.0.0.0:8700), got '${v}'`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+function relayAdvertise(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  if (!/^wss?:\/\/./.test(v)) throw new ConfigError('BAD_RELAY_ADVERTISE', `--relay-advertise must be a ws:// URL children can dial, got '${v}'`);
+  return v;
 }
 
 const isMain = process.argv[1] && /gan-worker(\.js)?$|worker[\\/]cli\.ts$/.test(process.argv[1]);
