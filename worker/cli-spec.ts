@@ -32,6 +32,6 @@ also while it waits to reconnect); a second signal forces the exit (130).`,
     'GAN_TOKEN=<token> gan-worker --coordinator ws://coordinator.example.org:8600',
     'gan-worker --coordinator wss://coordinator.example.org:8600 --ca ca.pem --token-file token',
     'gan-worker --coordinator ws://127.0.0.1:8600 --stay --id gpu-box-1    # wait for the next run',
-    'gan-worker --coordinator ws://coord:8600 --relay-listen 0.0.0.0:8700 --relay-advertise ws://box-3:8700    # relay for others',
+    'gan-worker --coordinator ws://coord:8600 --relay-listen 0.0.0.0:8700    # relay tree node',
   ],
 };

@@ -104,7 +104,7 @@ export class TreeLink implements TreeHooks {
     this.combiner = new SumCombiner(ctx.wire, {
       up: (frame, info) => this.up(frame, info),
       hasChildren: () => (this.server?.childCount ?? 0) > 0,
-      timedOut: (info) => this.opts.log.warn({ event: 'warning', code: 'RELAY_WAIT_TIMEOUT', phase: info.key, missing: info.missing, waitMs: info.waitMs }, `forwarding partial sums of phase ${info.key} after ${info.waitMs} ms: ${info.missing} shard(s) of the subtree missing (reassigned by the coordinator)`),
+      timedOut: (info) => this.opts.log.warn({ event: 'warning', code: 'RELAY_WAIT_TIMEOUT', phaseKey: info.key, missing: info.missing, waitMs: info.waitMs }, `forwarding partial sums of phase ${info.key} after ${info.waitMs} ms: ${info.missing} shard(s) of the subtree missing (reassigned by the coordinator)`),
     });
     ctx.send({ type: 'relay-offer', url: this.offerUrl });
   }
@@ -282,7 +282,7 @@ export class TreeLink implements TreeHooks {
       this.report('RELAY_DIGEST_MISMATCH', err, { net: res.net, version: res.version });
       return;
     }
-    this.opts.log.warn({ event: 'relay_digest_mismatch', net: res.net, version: res.version, parent: this.parent?.url ?? 'coordinator', reason: res.reason }, `weights for ${res.net} v${res.version} refused: ${res.reason}`);
+    this.opts.log.warn({ event: 'weights_refused', net: res.net, version: res.version, parent: this.parent?.url ?? 'coordinator', reason: res.reason }, `weights for ${res.net} v${res.version} refused: ${res.reason}`);
     this.report('RELAY_DIGEST_MISMATCH', res.reason, { net: res.net, version: res.version });
   }
 }
