@@ -13,7 +13,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { setMessageLimit } from '../coordinator/connection-limits.ts';
+import { setMessageLimit } from '../shared/ws-frame-limit.ts';
 import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
 import { clip } from '../shared/log.ts';
 import { closeCodeFor, PROTOCOL_VERSION, type ByeCode, type SumMsg, type TreeChild } from '../shared/protocol.ts';
