@@ -71,6 +71,13 @@ export class RelayTree {
     return [...sessions].sort((a, b) => (rank.get(a.sessionId) ?? Infinity) - (rank.get(b.sessionId) ?? Infinity) || a.sessionId - b.sessionId);
   }
 
+  /** The top-level subtree a session is in (its ancestor under the coordinator's session id); its own id outside the tree. */
+  groupOf(s: WorkerSession): number {
+    if (!this.members.has(s.sessionId)) return s.sessionId;
+    const up = this.plan.ancestors(s.sessionId);
+    return up.length > 0 ? up[up.length - 1]! : s.sessionId;
+  }
+
   /** Sessions under `s` (itself included). */
   subtree(s: WorkerSession): WorkerSession[] {
     if (!this.members.has(s.sessionId)) return [s];

@@ -152,7 +152,9 @@ export class Scheduler {
     // In tree order, so each relay's subtree gets a contiguous range of shards whose blocks merge at the relay.
     const ready = tree ? tree.order(this.readyWorkers) : this.readyWorkers;
     const idle = ready.filter((w) => run.owes(w) === 0);
-    const batches = [run.assignUnassigned(idle.length > 0 ? idle : ready), run.assignVerification(ready)];
+    // Each top-level subtree's range is aligned as a whole: its relay forwards the range's cover.
+    const groupOf = tree ? (w: WorkerSession) => tree.groupOf(w) : undefined;
+    const batches = [run.assignUnassigned(idle.length > 0 ? idle : ready, performance.now(), groupOf), run.assignVerification(ready)];
     batches.push(run.duplicateOverdue(ready.filter((w) => run.owes(w) === 0)));
     // Relays hear what their subtree owes before the subtree's tasks go out.
     this.sendExpectations();
