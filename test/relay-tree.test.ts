@@ -171,15 +171,32 @@ describe('relay tree', () => {
   );
 
   it(
-    '--wire fp16 through a fan-out 2 tree gives gan-train --wire fp16\'s hash',
+    '--wire fp16 through a chain and a fan-out 2 tree gives gan-train --wire fp16\'s hash',
     async () => {
-      const c = await startCoordinator(['--fan-out', '2', '--wire', 'fp16']);
-      const workers = await startAll(c, ['h1', 'h2', 'h3', 'h4']);
-      const placed = eventsOf(c.proc, 'relay_placed');
-      expect(placed.map((e) => e.parent)).toEqual(['coordinator', 'coordinator', placed[0].worker, placed[0].worker]);
-      const { hash, summary } = await finish(c, workers);
-      expect(hash).toBe(reference.fp16);
-      expect(Number(summary.weightCopies)).toBeLessThanOrEqual(2 * Number(summary.weightChanges));
+      for (const f of [1, 2]) {
+        const c = await startCoordinator(['--fan-out', String(f), '--wire', 'fp16']);
+        const workers = await startAll(c, ['h1', 'h2', 'h3', 'h4']);
+        const placed = eventsOf(c.proc, 'relay_placed');
+        if (f === 2) expect(placed.map((e) => e.parent)).toEqual(['coordinator', 'coordinator', placed[0].worker, placed[0].worker]);
+        else expect(placed.map((e) => e.depth)).toEqual([1, 2, 3, 4]);
+        const { hash, summary } = await finish(c, workers);
+        expect(hash, `fan-out ${f}`).toBe(reference.fp16);
+        expect(Number(summary.weightCopies)).toBeLessThanOrEqual(f * Number(summary.weightChanges));
+      }
+    },
+    TEST_TIMEOUT,
+  );
+
+  it(
+    'is off with --verify-fraction (a warning says so); --fan-out out of range is a configuration error',
+    async () => {
+      const c = await startCoordinator(['--fan-out', '2', '--verify-fraction', '0.5']);
+      const off = await waitForEvent(c.proc, (e) => e.event === 'warning' && e.code === 'RELAY_TREE_OFF', START_MS);
+      expect(off).toMatchObject({ fanOut: 2, verifyFraction: 0.5 });
+      await kill(c.proc);
+      const bad = spawnCli('coordinator', [...TRAIN_FLAGS, '--port', '0', '--run-dir', makeTempDir('gan-relay-'), '--fan-out', '65'], { name: 'bad coordinator' });
+      expect((await waitForExit(bad, START_MS)).code).toBe(2);
+      expect(bad.stderr.join('\n')).toContain('BAD_FAN_OUT');
     },
     TEST_TIMEOUT,
   );
