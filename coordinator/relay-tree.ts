@@ -142,6 +142,11 @@ export class RelayTree {
     this.sendTree(s.sessionId);
   }
 
+  /** The URL a member offered for its children ('' for a leaf or a non-member). */
+  urlOf(s: WorkerSession): string {
+    return this.members.get(s.sessionId)?.url ?? '';
+  }
+
   /** The parent of a member (undefined: the coordinator, or not in the tree). */
   parentOf(s: WorkerSession): WorkerSession | undefined {
     const p = this.plan.parentOf(s.sessionId);

@@ -312,7 +312,9 @@ export class Scheduler {
     const parent = tree!.parentOf(session);
     const event = msg.code === 'RELAY_DIGEST_MISMATCH' ? 'relay_digest_mismatch' : 'relay_reported';
     log.warn({ event, code: msg.code, worker: session.workerId, relay: parent?.workerId ?? 'coordinator', net: msg.net, version: msg.version, detail: msg.detail }, `${session.workerId} reports ${msg.code} about ${parent ? `relay ${parent.workerId}` : 'the coordinator link'}: ${msg.detail}`);
-    if (parent) tree!.demote(parent, msg.code);
+    // Only about its current parent: a report about a relay it was already moved away from (the
+    // relay closed the link as told, or died and was replaced) must not demote the new one.
+    if (parent && tree!.urlOf(parent) === msg.parentUrl) tree!.demote(parent, msg.code);
     // Whatever happened, this worker gets the current weights from the coordinator itself.
     this.sendCurrentWeights([session]);
   }

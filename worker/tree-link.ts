@@ -245,6 +245,8 @@ export class TreeLink implements TreeHooks {
         }, 250 * p.attempt).unref();
         return;
       }
+      // The relay closed the link because the coordinator moved this worker: its tree message is on the way.
+      if (wasReady && code === closeCodeFor('RELAY_TICKET')) return;
       if (p.reported) return;
       p.reported = true;
       this.report(wasReady ? 'RELAY_LOST' : 'RELAY_UNREACHABLE', wasReady ? `the connection to relay ${p.url} closed (code ${code})` : `could not join relay ${p.url} after ${p.attempt} attempt(s) (last close code ${code})`);
