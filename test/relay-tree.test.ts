@@ -188,6 +188,20 @@ describe('relay tree', () => {
   );
 
   it(
+    'a relay that forwards no weights: its child reports the stall, is re-parented and the hash is gan-train\'s',
+    async () => {
+      const c = await startCoordinator(['--fan-out', '1']);
+      const workers = await startInOrder(c, ['mute', 'starved'], [{ env: { GAN_TEST_RELAY_MUTE: '1', GAN_TEST_SHARD_DELAY_MS: '15' } }, { env: { GAN_TEST_RELAY_STALL_MS: '1500' } }]);
+      const stalled = await waitForEvent(c.proc, (e) => e.event === 'relay_reported' && e.code === 'RELAY_STALLED', RUN_MS);
+      expect(stalled).toMatchObject({ worker: 'starved', relay: 'mute' });
+      expect(await waitForEvent(c.proc, 'relay_demoted', 20_000)).toMatchObject({ worker: 'mute', code: 'RELAY_STALLED' });
+      const { hash } = await finish(c, workers);
+      expect(hash).toBe(reference.fp32);
+    },
+    TEST_TIMEOUT,
+  );
+
+  it(
     'is off with --verify-fraction (a warning says so); --fan-out out of range is a configuration error',
     async () => {
       const c = await startCoordinator(['--fan-out', '2', '--verify-fraction', '0.5']);
@@ -230,7 +244,7 @@ describe('relay tree', () => {
     'a relay that alters the weights it forwards: its child refuses them (digest), the relay is demoted, the hash is gan-train\'s',
     async () => {
       const c = await startCoordinator(['--fan-out', '1']);
-      const workers = await startInOrder(c, ['evil', 'victim'], [{ env: { GAN_TEST_RELAY_CORRUPT: '1' } }, {}]);
+      const workers = await startInOrder(c, ['evil', 'victim'], [{ env: { GAN_TEST_RELAY_CORRUPT: '1', GAN_TEST_SHARD_DELAY_MS: '15' } }, {}]);
       const mismatch = await waitForEvent(c.proc, 'relay_digest_mismatch', RUN_MS);
       expect(mismatch.worker).toBe('victim');
       expect(mismatch.relay).toBe('evil');

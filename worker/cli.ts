@@ -45,11 +45,13 @@ async function main(): Promise<number> {
     listen: parseListen(v['relay-listen']),
     advertise: relayAdvertise(v['relay-advertise']),
     // Test hooks (never set them in production): GAN_TEST_RELAY_CORRUPT=1 alters every weights
-    // chunk this relay forwards (a malicious relay); GAN_TEST_RELAY_STALL_MS shortens the stall timeout.
+    // chunk this relay forwards (a malicious relay), GAN_TEST_RELAY_MUTE=1 forwards none (a stalled
+    // relay); GAN_TEST_RELAY_STALL_MS shortens the stall timeout.
     corrupt: process.env.GAN_TEST_RELAY_CORRUPT === '1',
+    mute: process.env.GAN_TEST_RELAY_MUTE === '1',
     stallMs: Number(process.env.GAN_TEST_RELAY_STALL_MS ?? 0) || undefined,
   });
-  if (tree.corrupting) log.warn({ event: 'warning', code: 'TEST_RELAY_CORRUPT' }, 'test hook GAN_TEST_RELAY_CORRUPT is set: this relay alters the weights it forwards');
+  if (tree.misbehaving) log.warn({ event: 'warning', code: 'TEST_RELAY_HOOK', hook: tree.misbehaving }, `test hook GAN_TEST_RELAY_${tree.misbehaving.toUpperCase()} is set: this relay ${tree.misbehaving === 'corrupt' ? 'alters' : 'withholds'} the weights it forwards`);
   await tree.prepare();
   const worker = new Worker({
     url,

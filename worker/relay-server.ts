@@ -41,6 +41,8 @@ export interface RelayServerOptions {
   sum(child: RelayChild, msg: SumMsg, frame: Uint8Array): void;
   /** Test hook: alter every forwarded chunk (GAN_TEST_RELAY_CORRUPT; plays a malicious relay). */
   corrupt?: boolean;
+  /** Test hook: forward no chunks at all (GAN_TEST_RELAY_MUTE; plays a stalled relay). */
+  mute?: boolean;
 }
 
 export class RelayServer {
@@ -83,7 +85,7 @@ export class RelayServer {
   }
 
   sendTo(c: RelayChild, frame: Uint8Array): void {
-    if (c.ws.readyState !== c.ws.OPEN) return;
+    if (c.ws.readyState !== c.ws.OPEN || this.opts.mute) return;
     const out = this.opts.corrupt ? corrupted(frame) : frame;
     c.bytesOut += out.byteLength;
     this.bytesRelayed += out.byteLength;

@@ -37,6 +37,8 @@ export interface TreeLinkOptions {
   stallMs?: number;
   /** Test hook (GAN_TEST_RELAY_CORRUPT): alter every chunk forwarded to children. */
   corrupt?: boolean;
+  /** Test hook (GAN_TEST_RELAY_MUTE): forward no chunks to children (a stalled relay). */
+  mute?: boolean;
 }
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
@@ -77,6 +79,7 @@ export class TreeLink implements TreeHooks {
       port: listen.port,
       log,
       corrupt: this.opts.corrupt,
+      mute: this.opts.mute,
       limits: () => this.ctx?.limits ?? { maxFrameBytes: 16 * 1024, maxFloats: 1024 },
       ready: (child) => {
         for (const frame of this.assembly.replay()) this.server!.sendTo(child, frame);
@@ -89,8 +92,9 @@ export class TreeLink implements TreeHooks {
     log.info({ event: 'relay_listening', url: this.offerUrl, host: addr.address, port: addr.port }, `relay listener on ${this.offerUrl}`);
   }
 
-  get corrupting(): boolean {
-    return this.opts.corrupt === true;
+  /** A test hook that makes this relay misbehave is on. */
+  get misbehaving(): 'corrupt' | 'mute' | null {
+    return this.opts.corrupt ? 'corrupt' : this.opts.mute ? 'mute' : null;
   }
 
   get bytesRelayed(): number {
