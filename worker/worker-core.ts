@@ -13,12 +13,11 @@
  * compute queue it feeds share one connection's state; the protocol itself is shared/protocol.ts.
  */
 import { assertCanTrain } from '../shared/backend.ts';
-import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, floatPayloadBytes, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { WorkerEnv, WorkerSocket } from './env.ts';
 import { closeCodeFor, fatalCode, MAX_TASK_SHARDS, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Net, type Message, type BlockSpec, type Outgoing, type Phase, type RelayExpectMsg, type ResultMsg, type TaskMsg, type TreeMsg, type WeightsChunkMsg, type WeightsHeadMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
-import { floatPayloadBytes } from '../shared/codec.ts';
 import type { BlockStats, ShardBlock } from '../shared/tree-sum.ts';
 import { GanReplica, type ShardInput, type ShardResult } from '../shared/replica.ts';
 import { blockRawSum, blockShards, blockStats, quantizerFor } from '../shared/tree-sum.ts';
