@@ -2,13 +2,16 @@
  * The relay tree's pure parts: a relay's combination of its subtree's blocks
  * (worker/sum-combiner.ts) gives the coordinator the same root, bit for bit, as the leaves summed
  * over the fixed tree, for any cover and --wire fp32 / fp16; and weights reassembled from chunks
- * are handed out only when their digest matches the coordinator's head (shared/weights-chunks.ts).
+ * are handed out only when their digest matches the coordinator's head (shared/weights-chunks.ts);
+ * the scheduler aligns each top-level subtree's shard range as a whole (PhaseRun alignGroups).
  */
 import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decode, encode } from '../shared/codec.ts';
 import type { WireFormat } from '../shared/protocol.ts';
-import { blockRawSum, blockKey, decomposeRange, quantizerFor, treeAverage, type ShardBlock } from '../shared/tree-sum.ts';
+import { blockRawSum, blockKey, decomposeRange, planBlocks, quantizerFor, treeAverage, type ShardBlock } from '../shared/tree-sum.ts';
+import { PhaseRun, type Assignee } from '../coordinator/phase-run.ts';
+import type { PhasePlan } from '../trainer/training-state.ts';
 import { chunkFrames, WeightsAssembly } from '../shared/weights-chunks.ts';
 import { SumCombiner, type SumEntry } from '../worker/sum-combiner.ts';
 
@@ -149,5 +152,58 @@ describe('WeightsAssembly', () => {
     }
     expect(out?.ok).toBe(false);
     expect(out && !out.ok && out.reason).toMatch(/SHA-256/);
+  });
+});
+
+describe('PhaseRun with relay groups', () => {
+  const plan = (shards: number): PhasePlan => ({
+    iteration: 3,
+    phase: 'D',
+    dStep: 0,
+    shards: Array.from({ length: shards }, (_, s) => ({ shardId: s, seed: 1000 + s, rows: 8 })),
+    samplerBefore: { epoch: 0, cursor: 0, batches: 0 },
+  });
+  interface W extends Assignee {
+    group: number;
+  }
+  const mk = (sessionId: number, msPerShard: number, group: number): W => ({ sessionId, msPerShard, group, measured: true });
+
+  /** Aligned nodes covering each group's shards: what the group's relay forwards to the coordinator. */
+  const groupCover = (S: number, workers: W[], grouped: boolean): number => {
+    const run = new PhaseRun<W>(plan(S), { factor: 3, minMs: 1000 });
+    const out = run.assignUnassigned(workers, 0, grouped ? (w) => w.group : undefined);
+    expect(out.flatMap((a) => a.shardIds).sort((a, b) => a - b)).toEqual(Array.from({ length: S }, (_, i) => i));
+    let nodes = 0;
+    for (const g of new Set(workers.map((w) => w.group))) {
+      const ids = out.filter((a) => a.worker.group === g).flatMap((a) => a.shardIds).sort((a, b) => a - b);
+      if (ids.length > 0) nodes += planBlocks(ids, S).length;
+    }
+    return nodes;
+  };
+
+  it('aligns each top-level subtree\'s range as a whole: fewer nodes reach the coordinator, never more', () => {
+    // Three subtrees (the middle one of two workers): 5 nodes with per-worker alignment only, 4 by groups.
+    const example = [mk(1, 2, 0), mk(2, 2, 1), mk(3, 1, 1), mk(4, 2, 2)];
+    expect(groupCover(8, example, false)).toBe(5);
+    expect(groupCover(8, example, true)).toBe(4);
+    let x = 7;
+    const r = () => ((x = (x * 1103515245 + 12345) % 2 ** 31), x / 2 ** 31);
+    let better = 0;
+    for (let t = 0; t < 400; t++) {
+      const S = r() < 0.5 ? 8 : 16;
+      let g = 0;
+      const workers = Array.from({ length: 2 + Math.floor(r() * 5) }, (_, i) => mk(i + 1, 1 + Math.floor(r() * 3), i > 0 && r() < 0.5 ? ++g : g));
+      const [a, b] = [groupCover(S, workers, false), groupCover(S, workers, true)];
+      expect(b).toBeLessThanOrEqual(a);
+      if (b < a) better++;
+    }
+    expect(better).toBeGreaterThan(0);
+  });
+
+  it('leaves the split alone when the groups are not contiguous in the order given', () => {
+    const workers = [mk(1, 1, 1), mk(2, 1, 2), mk(3, 1, 1)];
+    const run = new PhaseRun<W>(plan(6), { factor: 3, minMs: 1000 });
+    const out = run.assignUnassigned(workers, 0, (w) => w.group);
+    expect(out.flatMap((a) => a.shardIds).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5]);
   });
 });
