@@ -33,7 +33,11 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/** A fresh relay port per configuration: a worker of the previous one may still hold its port while it exits. */
+let relayPort = 8700;
+
 async function runConfig(net: Network, n: number, fanOut: number): Promise<Record<string, unknown>> {
+  relayPort++;
   const runDir = makeTempDir('gan-relay-mh-');
   const coordinator = spawnCli(
     'coordinator',
@@ -45,7 +49,7 @@ async function runConfig(net: Network, n: number, fanOut: number): Promise<Recor
     for (let i = 1; i <= n; i++) {
       const host = `w${i}`;
       const addr = net.hosts[host]!.address;
-      spawnCli('worker', ['--coordinator', `ws://${net.hosts.coordinator!.address}:${PORT}`, '--id', host, '--backend', 'wasm', '--relay-listen', '0.0.0.0:8700', '--relay-advertise', `ws://${addr}:8700`], { prefix: net.exec(host), env: { GAN_TOKEN: TOKEN }, name: `worker ${host}` });
+      spawnCli('worker', ['--coordinator', `ws://${net.hosts.coordinator!.address}:${PORT}`, '--id', host, '--backend', 'wasm', '--relay-listen', `0.0.0.0:${relayPort}`, '--relay-advertise', `ws://${addr}:${relayPort}`], { prefix: net.exec(host), env: { GAN_TOKEN: TOKEN }, name: `worker ${host}` });
     }
     await waitForEvents(coordinator, 'worker_joined', n, 120_000);
     if (fanOut > 0) await waitForEvents(coordinator, 'relay_placed', n, 60_000);
