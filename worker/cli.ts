@@ -29,6 +29,10 @@ async function main(): Promise<number> {
   if (ca && !url.startsWith('wss://')) {
     throw new ConfigError('TLS_CA_WITHOUT_WSS', `--ca only applies to wss:// coordinators; got '${url}' (use wss:// if the coordinator runs with --tls-cert/--tls-key)`);
   }
+  // Relay flags are checked before the backend loads: a typo fails at once.
+  const relayListen = parseListen(v['relay-listen']);
+  const advertise = relayAdvertise(v['relay-advertise']);
+  if (advertise && !relayListen) throw new ConfigError('RELAY_ADVERTISE_WITHOUT_LISTEN', '--relay-advertise names the URL of a --relay-listen listener; give --relay-listen too');
   const workerId = typeof v.id === 'string' ? v.id : `${hostname()}-${process.pid}`;
   const log = createLogger({ name: 'worker', pretty: v.pretty === true ? true : undefined }).child({ worker: workerId });
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined);
@@ -42,8 +46,8 @@ async function main(): Promise<number> {
   const tree = new TreeLink({
     workerId,
     log,
-    listen: parseListen(v['relay-listen']),
-    advertise: relayAdvertise(v['relay-advertise']),
+    listen: relayListen,
+    advertise,
     // Test hooks (never set them in production): GAN_TEST_RELAY_CORRUPT=1 alters every weights
     // chunk this relay forwards (a malicious relay), GAN_TEST_RELAY_MUTE=1 forwards none (a stalled
     // relay); GAN_TEST_RELAY_STALL_MS shortens the stall timeout.

@@ -18,6 +18,7 @@
 import { createHash } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
+import { ConfigError } from '../shared/errors.ts';
 import { clip } from '../shared/log.ts';
 import { closeCodeFor, type Net, type RelayReportCode, type TreeMsg, type WeightsChunkMsg, type WeightsHeadMsg } from '../shared/protocol.ts';
 import { quantizerFor, type BlockStats, type ShardBlock } from '../shared/tree-sum.ts';
@@ -86,7 +87,14 @@ export class TreeLink implements TreeHooks {
       },
       sum: (_child, msg, frame) => this.combiner?.add({ iteration: msg.iteration, phase: msg.phase, dStep: msg.dStep, shardCount: msg.shardCount, block: { first: msg.firstShard, count: msg.count }, final: msg.gradient, stats: msg.stats, frame }),
     });
-    const addr = await this.server.listen();
+    let addr;
+    try {
+      addr = await this.server.listen();
+    } catch (err) {
+      // The operator asked for a listener: say which address failed and why, and stop (exit 2).
+      const e = err as NodeJS.ErrnoException;
+      throw new ConfigError('RELAY_LISTEN_FAILED', `--relay-listen ${listen.host}:${listen.port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : e.message}`);
+    }
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     this.offerUrl = this.opts.advertise ?? `ws://${host}:${addr.port}`;
     log.info({ event: 'relay_listening', url: this.offerUrl, host: addr.address, port: addr.port }, `relay listener on ${this.offerUrl}`);
