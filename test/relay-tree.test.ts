@@ -13,6 +13,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
 import { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
+import { initBackend } from '../shared/backend.ts';
+import { createLogger, tapLog, type LogRecord } from '../shared/log.ts';
+import { DEFAULT_BACKOFF, Worker } from '../worker/worker.ts';
 import { PROTOCOL_VERSION, WS_CLOSE } from '../shared/protocol.ts';
 import { cleanup, eventsOf, kill, makeTempDir, readLog, sleep, spawnCli, waitForEvent, waitForExit, type LogEvent, type Proc } from './helpers/processes.ts';
 import { HEAVY_TEST_MS } from './helpers/timeouts.ts';
@@ -197,6 +200,31 @@ describe('relay tree', () => {
       expect(await waitForEvent(c.proc, 'relay_demoted', 20_000)).toMatchObject({ worker: 'mute', code: 'RELAY_STALLED' });
       const { hash } = await finish(c, workers);
       expect(hash).toBe(reference.fp32);
+    },
+    TEST_TIMEOUT,
+  );
+
+  it(
+    'a worker without the relay feature (an older or browser worker) stays in the star beside the tree: same hash',
+    async () => {
+      await initBackend('wasm');
+      const c = await startCoordinator(['--fan-out', '1']);
+      const workers = await startAll(c, ['t1', 't2']);
+      // In process and without a tree link: its hello does not list `relay`, as a browser tab's does not.
+      const records: LogRecord[] = [];
+      const log = createLogger({ name: 'worker', stdout: false, level: 'info' });
+      tapLog(log, (r) => records.push(r));
+      const old = new Worker({ url: c.url, token: null, workerId: 'star-only', backend: 'wasm', log, stay: false, maxRetries: 3, backoff: DEFAULT_BACKOFF, idleTimeoutMs: 30_000, testDelayMs: 15 });
+      const oldDone = old.run();
+      const { hash, summary } = await finish(c, workers);
+      expect(await oldDone).toBe(0);
+      expect(hash).toBe(reference.fp32);
+      expect(records.some((r) => r.event === 'welcomed')).toBe(true);
+      expect(Number(records.find((r) => r.event === 'worker_finished')?.shardsDone)).toBeGreaterThan(0);
+      expect(eventsOf(readLog(c.runDir), 'relay_placed').map((e) => e.worker).sort()).toEqual(['t1', 't2']);
+      // Its results came the star's way, beside the tree's sums.
+      expect(Number(summary.resultsReceived)).toBeGreaterThan(0);
+      expect(Number(summary.sumsReceived)).toBeGreaterThan(0);
     },
     TEST_TIMEOUT,
   );
