@@ -351,6 +351,16 @@ export class PhaseRun<W extends Assignee> {
     return 'accepted';
   }
 
+  /** Who a final shard's result is credited to (the sender of the block that made it final); undefined while open. */
+  creditOf(shardId: number): readonly W[] | undefined {
+    return this.credited.get(shardId);
+  }
+
+  /** Whether a shard's result is final. */
+  isFinal(shardId: number): boolean {
+    return this.results[shardId] !== undefined;
+  }
+
   /** Shards this worker still owes in the phase (the relay tree's relay-expect is built from them). */
   owedBy(worker: W): number[] {
     return [...(this.owed.get(worker.sessionId) ?? [])];

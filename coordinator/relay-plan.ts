@@ -181,6 +181,17 @@ export class RelayPlan {
     return moves;
   }
 
+  /** Moves `id` (with its subtree) under the coordinator, beyond the fan-out if need be: its path up is in doubt. */
+  toRoot(id: number): Move[] {
+    const n = this.nodes.get(id);
+    if (!n || n.parent === ROOT) return [];
+    const from = n.parent;
+    this.detach(id);
+    const overflow = this.rootChildren.length >= this.fanOut;
+    this.attach(id, ROOT);
+    return [{ id, from, to: ROOT, ...(overflow ? { overflow } : {}) }];
+  }
+
   /** A relay is no longer trusted to relay (bad digest, stalled, unreachable): it stays as a leaf, its children move. */
   demote(id: number): Move[] {
     const n = this.nodes.get(id);

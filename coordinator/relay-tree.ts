@@ -44,6 +44,8 @@ export class RelayTree {
   private formerly = new Map<number, Set<number>>();
   /** Counters for /status and the run's relay_summary line. */
   readonly counters = { weightsChunkBytes: 0, weightChanges: 0, weightCopies: 0, weightsDirectBytes: 0, heads: 0, sumsReceived: 0, sumsDropped: 0, resultsReceived: 0, phases: 0 };
+  /** Per relay (sessionId): children whose sums did not come up through it (workerIds). */
+  private readonly sumsMissingFrom = new Map<number, Set<string>>();
   /** workerId by sessionId, also for members gone (log lines name the relay a child moved away from). */
   private readonly names = new Map<number, string>();
 
@@ -76,6 +78,12 @@ export class RelayTree {
     if (!this.members.has(s.sessionId)) return s.sessionId;
     const up = this.plan.ancestors(s.sessionId);
     return up.length > 0 ? up[up.length - 1]! : s.sessionId;
+  }
+
+  /** The member under the coordinator whose subtree holds `s` (s itself at the top level or outside the tree). */
+  topOf(s: WorkerSession): WorkerSession {
+    const up = this.members.has(s.sessionId) ? this.plan.ancestors(s.sessionId) : [];
+    return up.length > 0 ? this.members.get(up[up.length - 1]!)!.session : s;
   }
 
   /** Sessions under `s` (itself included). */
@@ -140,6 +148,21 @@ export class RelayTree {
     this.apply(moves);
     // Its own parent link is unchanged, but its list of children is now empty: tell it.
     this.sendTree(s.sessionId);
+  }
+
+  /**
+   * A member's sums did not come up through its parent: it moves under the coordinator (its kept
+   * sums then go there directly). Either it never sent them or the parent swallowed them; the
+   * coordinator cannot tell which, so the parent is demoted only once a second child of it had
+   * the same trouble (a lying child alone cannot take an honest relay out of the tree).
+   */
+  sumsMissing(s: WorkerSession, parent: WorkerSession): void {
+    const m = this.members.get(parent.sessionId);
+    if (!m) return;
+    const blamed = (this.sumsMissingFrom.get(parent.sessionId) ?? new Set<string>()).add(s.workerId);
+    this.sumsMissingFrom.set(parent.sessionId, blamed);
+    this.apply(this.plan.toRoot(s.sessionId));
+    if (blamed.size >= 2) this.demote(parent, 'RELAY_SUMS_MISSING');
   }
 
   /** The URL a member offered for its children ('' for a leaf or a non-member). */

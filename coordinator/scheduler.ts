@@ -57,6 +57,10 @@ export interface SchedulerDeps {
 
 /** A relay waits at least this long for its subtree's sums before forwarding what it has (ms). */
 const RELAY_MIN_WAIT_MS = 2000;
+/** ...and at most this long (ms). */
+const RELAY_MAX_WAIT_MS = 60_000;
+/** Beyond the relays' bounded waits, how long a receipted block's sum may take to reach the coordinator (ms). */
+const RELAY_SUMS_GRACE_MS = 5000;
 
 export class Scheduler {
   private phase: PhaseRun<WorkerSession> | null = null;
@@ -69,6 +73,10 @@ export class Scheduler {
   private idleWarnedFor = '';
   /** Per relay (sessionId): the shard list of the last relay-expect it was sent, to send only changes. */
   private expectSent = new Map<number, string>();
+  /** Per relay (sessionId): the bounded wait of its last relay-expect (ms). */
+  private expectWait = new Map<number, number>();
+  /** Per tree worker (sessionId): blocks it reported done this phase (receipts) whose sums must come up the tree. */
+  private receipted = new Map<number, { at: number; shards: number[]; parent: number | undefined }[]>();
 
   constructor(private readonly d: SchedulerDeps) {}
 
@@ -102,6 +110,8 @@ export class Scheduler {
     this.phase = run;
     this.d.tree?.beginPhase();
     this.expectSent.clear();
+    this.expectWait.clear();
+    this.receipted.clear();
     this.warnIfWorkersIdle(plan.shards.length);
     progress.beginPhase();
     const tDispatch = performance.now();
@@ -159,6 +169,46 @@ export class Scheduler {
     // Relays hear what their subtree owes before the subtree's tasks go out.
     this.sendExpectations();
     for (const b of batches) this.sendTasks(b);
+    this.checkSumsArrive();
+  }
+
+  /**
+   * A relay that takes its children's sums and never forwards them would hold the phase forever
+   * (duplicates of the missing shards may go to the same subtree). A block a worker reported done
+   * (receipt) whose shards are not final once every relay above it has had its bounded wait, plus
+   * RELAY_SUMS_GRACE_MS, moves the worker under the coordinator, where it sends its kept sums
+   * again (RelayTree.sumsMissing: the parent is demoted once two of its children had this trouble).
+   */
+  private checkSumsArrive(): void {
+    const run = this.phase;
+    const tree = this.d.tree;
+    if (!run || !tree || this.receipted.size === 0) return;
+    const now = performance.now();
+    for (const s of this.readyWorkers) {
+      let list = this.receipted.get(s.sessionId);
+      if (!list) continue;
+      // Blocks whose sums came up through this worker's own top-level subtree: it delivered.
+      const top = tree.topOf(s);
+      const delivered = (r: { shards: number[] }) => r.shards.every((id) => run.creditOf(id)?.includes(top));
+      if (list.some(delivered)) s.late = false;
+      list = list.filter((r) => !delivered(r) && r.shards.some((id) => !run.isFinal(id)));
+      this.receipted.set(s.sessionId, list);
+      const parent = tree.parentOf(s);
+      if (!parent || list.length === 0) continue;
+      let limit = RELAY_SUMS_GRACE_MS;
+      for (let up: WorkerSession | undefined = parent; up; up = tree.parentOf(up)) limit += this.expectWait.get(up.sessionId) ?? RELAY_MIN_WAIT_MS;
+      // Only blocks sent up while it had this parent (after a move they went to another one).
+      const stuck = list.filter((r) => r.parent === parent.sessionId && now - r.at > limit && r.shards.some((id) => !run.isFinal(id)));
+      if (stuck.length === 0) continue;
+      this.receipted.delete(s.sessionId);
+      const shards = stuck.flatMap((r) => r.shards).filter((id) => !run.isFinal(id));
+      const { iteration, phase, dStep } = run.plan;
+      this.d.log.warn(
+        { event: 'warning', code: 'RELAY_SUMS_MISSING', worker: s.workerId, relay: parent.workerId, shards, ageMs: Math.round(now - Math.min(...stuck.map((r) => r.at))), iteration, phase, dStep },
+        `${s.workerId} finished shard(s) ${shards.join(',')} but their sums have not come up through relay ${parent.workerId}; ${s.workerId} moves under the coordinator`,
+      );
+      tree.sumsMissing(s, parent);
+    }
   }
 
   /**
@@ -176,13 +226,16 @@ export class Scheduler {
       for (const s of tree.subtree(relay)) {
         const owed = run.owedBy(s);
         for (const id of owed) ids.add(id);
-        slowest = Math.max(slowest, owed.length * s.msPerShard);
+        // A late worker's estimate is the age of its overdue shard, which grows while it stalls;
+        // its shards are duplicated elsewhere anyway, so the relay does not wait longer for it.
+        if (!s.late) slowest = Math.max(slowest, owed.length * s.msPerShard);
       }
       const shards = Int32Array.from([...ids].sort((a, b) => a - b));
       const key = shards.join(',');
       if (this.expectSent.get(relay.sessionId) === key) continue;
       this.expectSent.set(relay.sessionId, key);
-      const waitMs = Math.min(600_000, Math.round(RELAY_MIN_WAIT_MS + 3 * slowest));
+      const waitMs = Math.min(RELAY_MAX_WAIT_MS, Math.round(RELAY_MIN_WAIT_MS + 3 * slowest));
+      this.expectWait.set(relay.sessionId, waitMs);
       relay.send({ type: 'relay-expect', iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardCount: plan.shards.length, shards, waitMs });
     }
   }
@@ -281,9 +334,18 @@ export class Scheduler {
     session.proveAlive();
     const run = this.phase;
     const current = run !== null && run.plan.iteration === task.iteration && run.plan.phase === task.phase && run.plan.dStep === task.dStep;
-    session.recordCompute(msg.computeMs, blockShards({ first: msg.firstShard, count: msg.count }, this.d.config.train.shards).length);
+    // A receipt is the worker's word, not a result: while the worker is `late` (a shard of it went
+    // overdue) its receipts neither clear that nor lower its estimate; checkSumsArrive clears it
+    // once a block's sum really came up through the worker's own subtree. So a worker that reports
+    // work it never delivers keeps the share of a straggler, as in the star.
+    if (!session.late) session.recordCompute(msg.computeMs, blockShards({ first: msg.firstShard, count: msg.count }, this.d.config.train.shards).length);
     this.d.progress.noteCompute(session.sessionId, msg.computeMs, current);
     if (current) this.d.progress.noteResult(session.sessionId, recvMs, msg.timing);
+    if (current && this.d.tree?.isPlaced(session)) {
+      const list = this.receipted.get(session.sessionId) ?? [];
+      list.push({ at: performance.now(), shards: blockShards({ first: msg.firstShard, count: msg.count }, run.plan.shards.length), parent: this.d.tree.parentOf(session)?.sessionId });
+      this.receipted.set(session.sessionId, list);
+    }
     this.wake();
   }
 

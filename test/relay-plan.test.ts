@@ -120,6 +120,14 @@ describe('RelayPlan', () => {
     }
   });
 
+  it('moves a node with its subtree under the coordinator, beyond the fan-out if need be', () => {
+    const p = new RelayPlan(1);
+    for (let id = 1; id <= 3; id++) p.join(id, true); // chain 1 - 2 - 3
+    expect(p.toRoot(2)).toEqual([{ id: 2, from: 1, to: ROOT, overflow: true }]);
+    expect(parents(p)).toEqual({ 1: ROOT, 2: ROOT, 3: 2 });
+    expect(p.toRoot(2)).toEqual([]);
+  });
+
   it('refuses a fan-out below 1', () => {
     expect(() => new RelayPlan(0)).toThrow(RangeError);
   });

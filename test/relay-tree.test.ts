@@ -205,6 +205,24 @@ describe('relay tree', () => {
   );
 
   it(
+    'a relay that sends no sums up (a black hole heading a chain): the coordinator notices, moves its child away, and the hash is gan-train\'s',
+    async () => {
+      // Quick duplication of the sink's own overdue shards (it stays in the run as a leaf that never delivers).
+      const c = await startCoordinator(['--fan-out', '1', '--straggler-min-ms', '300']);
+      const workers = await startInOrder(c, ['sink', 'source'], [{ env: { GAN_TEST_RELAY_DROP_SUMS: '1', GAN_TEST_SHARD_DELAY_MS: '15' } }, {}]);
+      const missing = await waitForEvent(c.proc, (e) => e.event === 'warning' && e.code === 'RELAY_SUMS_MISSING', RUN_MS);
+      expect(missing).toMatchObject({ worker: 'source', relay: 'sink' });
+      // The child moves under the coordinator; one child's trouble alone does not demote the relay.
+      expect(await waitForEvent(c.proc, (e) => e.event === 'reparented' && e.worker === 'source', 20_000)).toMatchObject({ from: 'sink', to: 'coordinator' });
+      const { hash } = await finish(c, workers);
+      expect(hash).toBe(reference.fp32);
+      // Nobody blamed the honest worker afterwards.
+      expect(eventsOf(readLog(c.runDir), 'warning').filter((e) => e.code === 'RELAY_SUMS_MISSING' && e.relay !== 'sink')).toEqual([]);
+    },
+    TEST_TIMEOUT,
+  );
+
+  it(
     'a worker without the relay feature (an older or browser worker) stays in the star beside the tree: same hash',
     async () => {
       await initBackend('wasm');

@@ -50,12 +50,14 @@ async function main(): Promise<number> {
     advertise,
     // Test hooks (never set them in production): GAN_TEST_RELAY_CORRUPT=1 alters every weights
     // chunk this relay forwards (a malicious relay), GAN_TEST_RELAY_MUTE=1 forwards none (a stalled
-    // relay); GAN_TEST_RELAY_STALL_MS shortens the stall timeout.
+    // relay), GAN_TEST_RELAY_DROP_SUMS=1 sends no sums up (its own nor its children's); GAN_TEST_RELAY_STALL_MS
+    // shortens the stall timeout.
     corrupt: process.env.GAN_TEST_RELAY_CORRUPT === '1',
     mute: process.env.GAN_TEST_RELAY_MUTE === '1',
+    dropSums: process.env.GAN_TEST_RELAY_DROP_SUMS === '1',
     stallMs: Number(process.env.GAN_TEST_RELAY_STALL_MS ?? 0) || undefined,
   });
-  if (tree.misbehaving) log.warn({ event: 'warning', code: 'TEST_RELAY_HOOK', hook: tree.misbehaving }, `test hook GAN_TEST_RELAY_${tree.misbehaving.toUpperCase()} is set: this relay ${tree.misbehaving === 'corrupt' ? 'alters' : 'withholds'} the weights it forwards`);
+  if (tree.misbehaving) log.warn({ event: 'warning', code: 'TEST_RELAY_HOOK', hook: tree.misbehaving }, `test hook GAN_TEST_RELAY_${tree.misbehaving.toUpperCase()} is set: this relay ${tree.misbehaving === 'corrupt' ? 'alters the weights it forwards' : tree.misbehaving === 'mute' ? 'withholds the weights it should forward' : 'sends no sums up'}`);
   await tree.prepare();
   const worker = new Worker({
     url,

@@ -40,6 +40,8 @@ export interface TreeLinkOptions {
   corrupt?: boolean;
   /** Test hook (GAN_TEST_RELAY_MUTE): forward no chunks to children (a stalled relay). */
   mute?: boolean;
+  /** Test hook (GAN_TEST_RELAY_DROP_SUMS): send no sums up at all, its own nor its children's, receipts still (a black hole). */
+  dropSums?: boolean;
 }
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
@@ -101,8 +103,8 @@ export class TreeLink implements TreeHooks {
   }
 
   /** A test hook that makes this relay misbehave is on. */
-  get misbehaving(): 'corrupt' | 'mute' | null {
-    return this.opts.corrupt ? 'corrupt' : this.opts.mute ? 'mute' : null;
+  get misbehaving(): 'corrupt' | 'mute' | 'drop_sums' | null {
+    return this.opts.corrupt ? 'corrupt' : this.opts.mute ? 'mute' : this.opts.dropSums ? 'drop_sums' : null;
   }
 
   get bytesRelayed(): number {
@@ -179,6 +181,7 @@ export class TreeLink implements TreeHooks {
   }
 
   private up(frame: Uint8Array, info: { key: string }): void {
+    if (this.opts.dropSums) return;
     if (this.kept.key !== info.key) this.kept = { key: info.key, frames: [] };
     this.kept.frames.push(frame);
     this.sendUp(frame);
