@@ -17,7 +17,15 @@ import { createPeriodicEvaluation } from '../trainer/eval/periodic.ts';
 import { COORDINATOR_CLI, COORDINATOR_FLAGS } from './cli-specs.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { parseVerifyFraction } from './verify.ts';
+import { MAX_TREE_CHILDREN } from '../shared/protocol.ts';
+import { ConfigError } from '../shared/errors.ts';
 import { lingerAfterRun, parseLinger } from './linger.ts';
+
+/** --fan-out: 0 (star) to MAX_TREE_CHILDREN. */
+function parseFanOut(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > MAX_TREE_CHILDREN) throw new ConfigError('BAD_FAN_OUT', `--fan-out must be an integer from 0 (star) to ${MAX_TREE_CHILDREN}, got ${n}`);
+  return n;
+}
 
 // The flag tables and help live in cli-specs.ts (no tfjs there: bin/gan-coordinator.js answers
 // --help and --version from them before loading this module).
@@ -76,6 +84,7 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
         minMs: flag('straggler-min-ms'),
       },
       verifyFraction: parseVerifyFraction(v['verify-fraction']),
+      fanOut: parseFanOut(flag('fan-out')),
     },
     checkpoint: {
       every: flag('checkpoint-every'),

@@ -38,6 +38,7 @@ import { LOOPBACK, serverRoutes, WorkerServer, type NetworkConfig } from './serv
 import { WorkerPackage } from './package-tarball.ts';
 import type { SessionContext, WorkerSession } from './session.ts';
 import { BanList } from './verify.ts';
+import { RelayTree } from './relay-tree.ts';
 
 export type { NetworkConfig } from './server.ts';
 export type { ScheduleConfig } from './scheduler.ts';
@@ -115,6 +116,8 @@ export class Coordinator implements PhaseExecutor {
   readonly banned: BanList;
   /** Bytes that may queue for one worker in user space before it is dropped as SLOW_CONSUMER. */
   readonly maxQueuedBytes: number;
+  /** The relay tree (--fan-out > 0, without --verify-fraction), or null: the star. */
+  readonly tree: RelayTree | null;
 
   constructor(readonly opts: CoordinatorOptions) {
     const { network, config } = opts;
@@ -168,6 +171,13 @@ export class Coordinator implements PhaseExecutor {
         closed: (session) => this.onClosed(session),
       },
     });
+    const fanOut = opts.schedule.fanOut ?? 0;
+    const verifying = (opts.schedule.verifyFraction ?? 0) > 0;
+    if (fanOut > 0 && verifying) {
+      // Verified shards are compared per worker and per shard; combined sums would hide who computed what.
+      this.log.warn({ event: 'warning', code: 'RELAY_TREE_OFF', fanOut, verifyFraction: opts.schedule.verifyFraction }, '--fan-out is ignored with --verify-fraction > 0: verification compares per-worker results, so every worker reports to the coordinator directly (the star)');
+    }
+    this.tree = fanOut > 0 && !verifying ? new RelayTree(fanOut, this.log, { moved: (sessions) => this.scheduler.sendCurrentWeights(sessions) }) : null;
     this.scheduler = new Scheduler({
       config,
       source: opts.source,
@@ -181,6 +191,7 @@ export class Coordinator implements PhaseExecutor {
       banned: this.banned,
       stopping: () => this.stopRequested,
       tick: () => this.reportProgress(false),
+      tree: this.tree,
     });
     this.sessionContext = {
       token: network.token,
@@ -190,6 +201,7 @@ export class Coordinator implements PhaseExecutor {
       reject: (session, code, reason) => this.server.reject(session, code, reason),
       admit: (session) => this.admit(session),
       result: (session, msg, recvMs) => this.scheduler.onResult(session, msg, recvMs),
+      tree: (session, msg, recvMs) => this.scheduler.onTreeMessage(session, msg, recvMs),
     };
   }
 
@@ -257,7 +269,10 @@ export class Coordinator implements PhaseExecutor {
         msPerShard: Number(s.msPerShard.toFixed(2)),
         connectedAt: new Date(s.connectedAt).toISOString(),
         lastSeen: new Date(s.lastSeen).toISOString(),
+        parent: this.tree?.isPlaced(s) ? (this.tree.parentOf(s)?.workerId ?? 'coordinator') : undefined,
       })),
+      /** The relay tree (--fan-out), or null for the star. */
+      tree: this.tree?.status() ?? null,
     };
   }
 
@@ -277,7 +292,7 @@ export class Coordinator implements PhaseExecutor {
     // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them;
     // rows-u8 only where the data set is 8-bit.
     const rowCodes = this.scheduler.rowCodes();
-    session.enterReady(PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null)));
+    session.enterReady(PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null) && (f !== 'relay' || this.tree !== null)));
     this.server.admitted(session);
     const { weights, versions } = this.state;
     session.send({
@@ -330,6 +345,14 @@ export class Coordinator implements PhaseExecutor {
     const { runDir, config, source, log, report, evaluation, checkpoint } = this.opts;
     const trainer = new Trainer(this, { config, source, runDir, runId: this.runId, log, logEvery: report.logEvery, sampleEvery: report.sampleEvery, evaluation, checkpoint });
     const result = await trainer.run();
+    if (this.tree) {
+      const bytes = this.bytesTotal();
+      const c = this.tree.counters;
+      this.log.info(
+        { event: 'relay_summary', fanOut: this.tree.fanOut, ...c, bytesSent: bytes.sent, bytesReceived: bytes.received, bytesSentPerPhase: Math.round(bytes.sent / Math.max(1, c.phases)), bytesReceivedPerPhase: Math.round(bytes.received / Math.max(1, c.phases)) },
+        'relay tree: what the coordinator link carried',
+      );
+    }
     this.writeReport(result.stopped ? 'stopped' : 'finished', result);
     this.log.info({ event: 'run_finished', ...result, runDir }, result.stopped ? 'run stopped' : 'run finished');
     return result;

@@ -188,7 +188,7 @@ export class PhaseRun<W extends Assignee> {
    * in the phase's expected length anyway; never a late one, nor a measured one that would make
    * the phase longer. Returns the tasks to send.
    */
-  assignUnassigned(workers: W[], now = performance.now()): Assignment<W>[] {
+  assignUnassigned(workers: W[], now = performance.now(), groupOf?: (w: W) => number): Assignment<W>[] {
     if (this.excluded.size > 0) workers = workers.filter((w) => !this.excluded.has(identityOf(w)));
     if (this.unassigned.length === 0 || workers.length === 0) return [];
     const speeds = workers.map((w) => 1 / Math.max(w.msPerShard, 1e-3));
@@ -215,6 +215,7 @@ export class PhaseRun<W extends Assignee> {
       }
     }
     this.alignToTree(workers, counts);
+    if (groupOf) this.alignGroups(workers, counts, groupOf);
     const out: Assignment<W>[] = [];
     let cursor = 0;
     workers.forEach((w, i) => {
@@ -238,11 +239,10 @@ export class PhaseRun<W extends Assignee> {
    * fewest blocks win, then the shortest makespan, then the smallest move (dynamic programming
    * over cut positions: O(N x S x window)).
    */
-  private alignToTree(workers: W[], counts: number[]): void {
+  private alignToTree(workers: readonly Assignee[], counts: number[], ids: readonly number[] = this.unassigned): void {
     const slack = this.alignSlack;
     const active = counts.map((c, i) => (c > 0 ? i : -1)).filter((i) => i >= 0);
     if (slack <= 0 || active.length < 2) return;
-    const ids = this.unassigned;
     const n = ids.length;
     const shards = this.plan.shards.length;
     const ms = (i: number) => Math.max(workers[i].msPerShard, 1e-3);
@@ -281,6 +281,54 @@ export class PhaseRun<W extends Assignee> {
   }
 
   /**
+   * The relay tree (coordinator/relay-tree.ts): workers come in groups (a top-level subtree each,
+   * contiguous in `workers`), and a group's blocks are combined at its relay, so what reaches the
+   * coordinator is the aligned cover of each GROUP's range. Aligns the group boundaries as
+   * alignToTree aligns workers' (each group one worker as fast as its members together), then
+   * splits each group's range among its members in proportion to their speed and aligns those
+   * cuts inside it. Leaves `counts` alone when the groups are not contiguous.
+   */
+  private alignGroups(workers: W[], counts: number[], groupOf: (w: W) => number): void {
+    const groups: { id: number; members: number[] }[] = [];
+    for (let i = 0; i < workers.length; i++) {
+      const g = groupOf(workers[i]!);
+      if (groups.length > 0 && groups[groups.length - 1]!.id === g) groups[groups.length - 1]!.members.push(i);
+      else if (groups.some((x) => x.id === g)) return;
+      else groups.push({ id: g, members: [i] });
+    }
+    if (groups.length < 2 && groups[0]?.members.length === 1) return;
+    const speed = (i: number) => 1 / Math.max(workers[i]!.msPerShard, 1e-3);
+    const virtual: Assignee[] = groups.map((g, k) => ({ sessionId: -1 - k, msPerShard: 1 / g.members.filter((i) => counts[i]! > 0).reduce((a, i) => a + speed(i), 0) || 1e9, measured: true }));
+    const groupCounts = groups.map((g) => g.members.reduce((a, i) => a + counts[i]!, 0));
+    this.alignToTree(virtual, groupCounts);
+    let start = 0;
+    groups.forEach((g, k) => {
+      const n = groupCounts[k]!;
+      const members = g.members.filter((i) => counts[i]! > 0);
+      for (const i of g.members) counts[i] = 0;
+      if (n === 0) return;
+      if (members.length === 0) members.push(g.members[0]!);
+      // Largest remainder within the group, each member with shards keeping at least one where it can.
+      const total = members.reduce((a, i) => a + speed(i), 0);
+      const exact = members.map((i) => (n * speed(i)) / total);
+      const share = exact.map(Math.floor);
+      let left = n - share.reduce((a, b) => a + b, 0);
+      const order = exact.map((e, j) => [e - Math.floor(e), j] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+      for (let j = 0; left > 0; j = (j + 1) % order.length, left--) share[order[j]![1]]!++;
+      for (let j = 0; j < share.length; j++) {
+        if (share[j] !== 0) continue;
+        const donor = share.findIndex((c) => c >= 2);
+        if (donor < 0) break;
+        share[donor]!--;
+        share[j]!++;
+      }
+      this.alignToTree(members.map((i) => workers[i]!), share, this.unassigned.slice(start, start + n));
+      members.forEach((i, j) => (counts[i] = share[j]!));
+      start += n;
+    });
+  }
+
+  /**
    * Records a block's result (a shard id: the single-shard block). It makes final every shard of
    * the block that is not yet (verified shards: the first two single-shard results that agree);
    * 'duplicate' when all were final already.
@@ -300,6 +348,39 @@ export class PhaseRun<W extends Assignee> {
     if (ids.every((id) => this.results[id])) return 'duplicate';
     const node = { first: b.first, count: b.count };
     for (const id of ids) if (!this.results[id]) this.finish(id, result, [worker], node);
+    return 'accepted';
+  }
+
+  /** Who a final shard's result is credited to (the sender of the block that made it final); undefined while open. */
+  creditOf(shardId: number): readonly W[] | undefined {
+    return this.credited.get(shardId);
+  }
+
+  /** Whether a shard's result is final. */
+  isFinal(shardId: number): boolean {
+    return this.results[shardId] !== undefined;
+  }
+
+  /** Shards this worker still owes in the phase (the relay tree's relay-expect is built from them). */
+  owedBy(worker: W): number[] {
+    return [...(this.owed.get(worker.sessionId) ?? [])];
+  }
+
+  /**
+   * A block that came up the relay tree from `relay` (coordinator/relay-tree.ts): every shard of
+   * it must be held by a worker the relay vouches for (one of its subtree, or itself), else
+   * 'not-assigned'. Otherwise like accept(): the first valid block covering a shard wins,
+   * duplicates change nothing. Not for verified shards (the tree is off with --verify-fraction).
+   */
+  acceptRelayed(relay: W, block: ShardBlock, result: ShardResult, vouches: (holder: W) => boolean): ResultVerdict {
+    const shards = this.plan.shards.length;
+    if (!isAlignedBlock(block.first, block.count, shards)) return 'not-assigned';
+    const ids = blockShards(block, shards);
+    if (ids.some((id) => this.verified.has(id))) return 'not-assigned';
+    if (!ids.every((id) => [...(this.holders.get(id) ?? [])].some(vouches))) return 'not-assigned';
+    if (ids.every((id) => this.results[id])) return 'duplicate';
+    const node = { first: block.first, count: block.count };
+    for (const id of ids) if (!this.results[id]) this.finish(id, result, [relay], node);
     return 'accepted';
   }
 

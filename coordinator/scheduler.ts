@@ -5,12 +5,16 @@
  * checked against what that worker was asked to compute, the phase's block sums applied to the
  * TrainingState once complete, and the changed net broadcast.
  */
-import { ReusableFrame } from '../shared/codec.ts';
+import { createHash } from 'node:crypto';
+import { encode, ReusableFrame } from '../shared/codec.ts';
 import { sampleDim, type GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { codesOfRows, rowCodesOf, type RowCodes } from '../shared/data/row-codes.ts';
 import type { Logger } from '../shared/log.ts';
 import type { Net, ResultMsg, ShardSpec, WireFormat } from '../shared/protocol.ts';
+import { chunkFrames } from '../shared/weights-chunks.ts';
+import type { RelayTree } from './relay-tree.ts';
+import type { RelayTreeMsg } from './session.ts';
 import type { NetLayout } from '../shared/models.ts';
 import { blockKey, blockShards } from '../shared/tree-sum.ts';
 import type { PhaseSummary, TrainingState } from '../trainer/training-state.ts';
@@ -28,6 +32,8 @@ export interface ScheduleConfig {
   waitingLogMs: number;
   /** Fraction of shards recomputed on a second worker and compared bit for bit (0: none; coordinator/verify.ts). */
   verifyFraction?: number;
+  /** --fan-out: children per node of the relay tree (0 or absent: the star; coordinator/relay-tree.ts). */
+  fanOut?: number;
 }
 
 export interface SchedulerDeps {
@@ -45,7 +51,16 @@ export interface SchedulerDeps {
   stopping(): boolean;
   /** Called on every tick of a phase (the coordinator's --status-interval lines). */
   tick(): void;
+  /** The relay tree (--fan-out > 0), or null: the star. */
+  tree: RelayTree | null;
 }
+
+/** A relay waits at least this long for its subtree's sums before forwarding what it has (ms). */
+const RELAY_MIN_WAIT_MS = 2000;
+/** ...and at most this long (ms). */
+const RELAY_MAX_WAIT_MS = 60_000;
+/** Beyond the relays' bounded waits, how long a receipted block's sum may take to reach the coordinator (ms). */
+const RELAY_SUMS_GRACE_MS = 5000;
 
 export class Scheduler {
   private phase: PhaseRun<WorkerSession> | null = null;
@@ -58,6 +73,12 @@ export class Scheduler {
   private idleWarnedFor = '';
   /** Each net's weights frames go into one buffer once every socket has sent the previous one (ReusableFrame). */
   private readonly weightFrames: Record<Net, ReusableFrame> = { G: new ReusableFrame(), D: new ReusableFrame() };
+  /** Per relay (sessionId): the shard list of the last relay-expect it was sent, to send only changes. */
+  private expectSent = new Map<number, string>();
+  /** Per relay (sessionId): the bounded wait of its last relay-expect (ms). */
+  private expectWait = new Map<number, number>();
+  /** Per tree worker (sessionId): blocks it reported done this phase (receipts) whose sums must come up the tree. */
+  private receipted = new Map<number, { at: number; shards: number[]; parent: number | undefined }[]>();
 
   constructor(private readonly d: SchedulerDeps) {}
 
@@ -89,6 +110,10 @@ export class Scheduler {
     const verified = selectVerifiedShards(this.d.config.train.seed, plan, plan.shards.length, schedule.verifyFraction ?? 0);
     const run = new PhaseRun<WorkerSession>(plan, schedule.straggler, verified);
     this.phase = run;
+    this.d.tree?.beginPhase();
+    this.expectSent.clear();
+    this.expectWait.clear();
+    this.receipted.clear();
     this.warnIfWorkersIdle(plan.shards.length);
     progress.beginPhase();
     const tDispatch = performance.now();
@@ -135,11 +160,86 @@ export class Scheduler {
     const run = this.phase;
     if (!run || run.done) return;
     for (const late of run.overdue()) late.worker.noteOverdue(late.ageMs, late.first);
-    const ready = this.readyWorkers;
+    const tree = this.d.tree;
+    // In tree order, so each relay's subtree gets a contiguous range of shards whose blocks merge at the relay.
+    const ready = tree ? tree.order(this.readyWorkers) : this.readyWorkers;
     const idle = ready.filter((w) => run.owes(w) === 0);
-    this.sendTasks(run.assignUnassigned(idle.length > 0 ? idle : ready));
-    this.sendTasks(run.assignVerification(ready));
-    this.sendTasks(run.duplicateOverdue(ready.filter((w) => run.owes(w) === 0)));
+    // Each top-level subtree's range is aligned as a whole: its relay forwards the range's cover.
+    const groupOf = tree ? (w: WorkerSession) => tree.groupOf(w) : undefined;
+    const batches = [run.assignUnassigned(idle.length > 0 ? idle : ready, performance.now(), groupOf), run.assignVerification(ready)];
+    batches.push(run.duplicateOverdue(ready.filter((w) => run.owes(w) === 0)));
+    // Relays hear what their subtree owes before the subtree's tasks go out.
+    this.sendExpectations();
+    for (const b of batches) this.sendTasks(b);
+    this.checkSumsArrive();
+  }
+
+  /**
+   * A relay that takes its children's sums and never forwards them would hold the phase forever
+   * (duplicates of the missing shards may go to the same subtree). A block a worker reported done
+   * (receipt) whose shards are not final once every relay above it has had its bounded wait, plus
+   * RELAY_SUMS_GRACE_MS, moves the worker under the coordinator, where it sends its kept sums
+   * again (RelayTree.sumsMissing: the parent is demoted once two of its children had this trouble).
+   */
+  private checkSumsArrive(): void {
+    const run = this.phase;
+    const tree = this.d.tree;
+    if (!run || !tree || this.receipted.size === 0) return;
+    const now = performance.now();
+    for (const s of this.readyWorkers) {
+      let list = this.receipted.get(s.sessionId);
+      if (!list) continue;
+      // Blocks whose sums came up through this worker's own top-level subtree: it delivered.
+      const top = tree.topOf(s);
+      const delivered = (r: { shards: number[] }) => r.shards.every((id) => run.creditOf(id)?.includes(top));
+      if (list.some(delivered)) s.late = false;
+      list = list.filter((r) => !delivered(r) && r.shards.some((id) => !run.isFinal(id)));
+      this.receipted.set(s.sessionId, list);
+      const parent = tree.parentOf(s);
+      if (!parent || list.length === 0) continue;
+      let limit = RELAY_SUMS_GRACE_MS;
+      for (let up: WorkerSession | undefined = parent; up; up = tree.parentOf(up)) limit += this.expectWait.get(up.sessionId) ?? RELAY_MIN_WAIT_MS;
+      // Only blocks sent up while it had this parent (after a move they went to another one).
+      const stuck = list.filter((r) => r.parent === parent.sessionId && now - r.at > limit && r.shards.some((id) => !run.isFinal(id)));
+      if (stuck.length === 0) continue;
+      this.receipted.delete(s.sessionId);
+      const shards = stuck.flatMap((r) => r.shards).filter((id) => !run.isFinal(id));
+      const { iteration, phase, dStep } = run.plan;
+      this.d.log.warn(
+        { event: 'warning', code: 'RELAY_SUMS_MISSING', worker: s.workerId, relay: parent.workerId, shards, ageMs: Math.round(now - Math.min(...stuck.map((r) => r.at))), iteration, phase, dStep },
+        `${s.workerId} finished shard(s) ${shards.join(',')} but their sums have not come up through relay ${parent.workerId}; ${s.workerId} moves under the coordinator`,
+      );
+      tree.sumsMissing(s, parent);
+    }
+  }
+
+  /**
+   * relay-expect to each relay whose subtree's owed shards changed: it forwards its combined sums
+   * once they are all in (or after a bounded wait, when a child is gone).
+   */
+  private sendExpectations(): void {
+    const run = this.phase;
+    const tree = this.d.tree;
+    if (!run || !tree) return;
+    const { plan } = run;
+    for (const relay of tree.relays()) {
+      const ids = new Set<number>();
+      let slowest = 0;
+      for (const s of tree.subtree(relay)) {
+        const owed = run.owedBy(s);
+        for (const id of owed) ids.add(id);
+        // A late worker's estimate is the age of its overdue shard, which grows while it stalls;
+        // its shards are duplicated elsewhere anyway, so the relay does not wait longer for it.
+        if (!s.late) slowest = Math.max(slowest, owed.length * s.msPerShard);
+      }
+      const shards = Int32Array.from([...ids].sort((a, b) => a - b));
+      const key = shards.join(',');
+      if (this.expectSent.get(relay.sessionId) === key) continue;
+      this.expectSent.set(relay.sessionId, key);
+      const waitMs = Math.min(RELAY_MAX_WAIT_MS, Math.round(RELAY_MIN_WAIT_MS + 3 * slowest));
+      this.expectWait.set(relay.sessionId, waitMs);
+      relay.send({ type: 'relay-expect', iteration: plan.iteration, phase: plan.phase, dStep: plan.dStep, shardCount: plan.shards.length, shards, waitMs });
+    }
   }
 
   private sendTasks(assignments: Assignment<WorkerSession>[]): void {
@@ -193,6 +293,7 @@ export class Scheduler {
       log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, 'late result for a finished phase dropped');
       return;
     }
+    if (this.d.tree) this.d.tree.counters.resultsReceived++;
     session.recordCompute(msg.computeMs, shardsIn);
     progress.noteCompute(session.sessionId, msg.computeMs, true);
     progress.noteResult(session.sessionId, recvMs, msg.timing);
@@ -207,6 +308,95 @@ export class Scheduler {
     for (const convicted of run.takeConvicted()) this.ban(convicted, msg.firstShard);
     // Whatever the verdict, the worker may be idle now (or the phase done).
     this.wake();
+  }
+
+  /** A relay-tree message from a ready session with the `relay` feature (coordinator/relay-tree.ts). */
+  onTreeMessage(session: WorkerSession, msg: RelayTreeMsg, recvMs: number): void {
+    const { tree } = this.d;
+    if (!tree) return this.d.server.reject(session, 'UNEXPECTED_MESSAGE', 'this run has no relay tree (--fan-out 0)');
+    switch (msg.type) {
+      case 'relay-offer':
+        tree.offer(session, msg.url);
+        return this.wake();
+      case 'receipt':
+        return this.onReceipt(session, msg, recvMs);
+      case 'sum':
+        return this.onSum(session, msg);
+      case 'relay-report':
+        return this.onRelayReport(session, msg);
+    }
+  }
+
+  /** A tree worker finished a block of its task (its gradient went up the tree): speed and liveness. */
+  private onReceipt(session: WorkerSession, msg: RelayTreeMsg & { type: 'receipt' }, recvMs: number): void {
+    const task = session.task(msg.taskId);
+    if (!task || !task.blocks.has(blockKey(msg.firstShard, msg.count))) {
+      return this.d.server.reject(session, 'RESULT_NOT_ASSIGNED', `receipt for shard block [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) of task ${msg.taskId}, which was never handed to this worker`);
+    }
+    session.proveAlive();
+    const run = this.phase;
+    const current = run !== null && run.plan.iteration === task.iteration && run.plan.phase === task.phase && run.plan.dStep === task.dStep;
+    // A receipt is the worker's word, not a result: while the worker is `late` (a shard of it went
+    // overdue) its receipts neither clear that nor lower its estimate; checkSumsArrive clears it
+    // once a block's sum really came up through the worker's own subtree. So a worker that reports
+    // work it never delivers keeps the share of a straggler, as in the star.
+    if (!session.late) session.recordCompute(msg.computeMs, blockShards({ first: msg.firstShard, count: msg.count }, this.d.config.train.shards).length);
+    this.d.progress.noteCompute(session.sessionId, msg.computeMs, current);
+    if (current) this.d.progress.noteResult(session.sessionId, recvMs, msg.timing);
+    if (current && this.d.tree?.isPlaced(session)) {
+      const list = this.receipted.get(session.sessionId) ?? [];
+      list.push({ at: performance.now(), shards: blockShards({ first: msg.firstShard, count: msg.count }, run.plan.shards.length), parent: this.d.tree.parentOf(session)?.sessionId });
+      this.receipted.set(session.sessionId, list);
+    }
+    this.wake();
+  }
+
+  /** A combined block from a top-level child of the tree: counted when its subtree was handed every shard of it. */
+  private onSum(session: WorkerSession, msg: RelayTreeMsg & { type: 'sum' }): void {
+    const { tree, log } = this.d;
+    const expected = this.d.layout[msg.phase as Net].total;
+    if (msg.gradient.length !== expected) return this.d.server.reject(session, 'GRADIENT_SIZE', `sum for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
+    session.proveAlive();
+    tree!.counters.sumsReceived++;
+    const run = this.phase;
+    const current = run && run.plan.iteration === msg.iteration && run.plan.phase === msg.phase && run.plan.dStep === msg.dStep && msg.shardCount === run.plan.shards.length;
+    if (!current) return void log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, 'late sum for a finished phase dropped');
+    const verdict = run.acceptRelayed(session, { first: msg.firstShard, count: msg.count }, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake }, (holder) => tree!.vouches(session, holder));
+    if (verdict === 'not-assigned') {
+      // Dropped, not fatal: a child that died after its sum reached the relay has no holder any more.
+      tree!.counters.sumsDropped++;
+      log.warn({ event: 'warning', code: 'SUM_NOT_ASSIGNED', worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, `sum for shards [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) that ${session.workerId}'s subtree does not hold; dropped`);
+    }
+    this.wake();
+  }
+
+  /** A child says its parent relay failed it: the relay is demoted (its children move) and the child gets the weights directly. */
+  private onRelayReport(session: WorkerSession, msg: RelayTreeMsg & { type: 'relay-report' }): void {
+    const { tree, log } = this.d;
+    const parent = tree!.parentOf(session);
+    const event = msg.code === 'RELAY_DIGEST_MISMATCH' ? 'relay_digest_mismatch' : 'relay_reported';
+    log.warn({ event, code: msg.code, worker: session.workerId, relay: parent?.workerId ?? 'coordinator', net: msg.net, version: msg.version, detail: msg.detail }, `${session.workerId} reports ${msg.code} about ${parent ? `relay ${parent.workerId}` : 'the coordinator link'}: ${msg.detail}`);
+    // Only about its current parent: a report about a relay it was already moved away from (the
+    // relay closed the link as told, or died and was replaced) must not demote the new one.
+    if (parent && tree!.urlOf(parent) === msg.parentUrl) tree!.demote(parent, msg.code);
+    // Whatever happened, this worker gets the current weights from the coordinator itself.
+    this.sendCurrentWeights([session]);
+  }
+
+  /** The current G and D straight to these sessions (after a re-parenting or a report), one encoding each. */
+  sendCurrentWeights(sessions: readonly WorkerSession[]): void {
+    const { state } = this.d;
+    const frames = new Map<Net, Uint8Array>();
+    for (const s of sessions) {
+      if (s.state !== 'ready') continue;
+      for (const net of ['G', 'D'] as const) {
+        let frame = frames.get(net);
+        if (!frame) frames.set(net, (frame = encode({ type: 'weights', net, version: state.versions[net], weights: state.weights[net] }, { wire: this.d.wire })));
+        s.sendFrame(frame);
+        s.known[net] = state.versions[net];
+        if (this.d.tree) this.d.tree.counters.weightsDirectBytes += frame.byteLength;
+      }
+    }
   }
 
   /**
@@ -236,6 +426,9 @@ export class Scheduler {
     session.departed = true;
     const { log } = this.d;
     const orphaned = this.phase ? this.phase.release(session) : [];
+    this.d.tree?.leave(session, this.d.stopping());
+    // Relays must not wait for shards a departed worker owed.
+    this.sendExpectations();
     log.info(
       { event: 'worker_left', worker: session.workerId, sessionId: session.sessionId, address: session.address, backend: session.backend, code, reason: reason || undefined, shardsDone: session.shardsDone, workers: this.readyWorkers.length },
       `worker ${session.workerId} left`,
@@ -293,21 +486,41 @@ export class Scheduler {
 
   /** After an update, every worker gets the net that changed (and only that one). */
   private broadcastWeights(net: Net): void {
-    const { state, progress } = this.d;
+    const { state } = this.d;
     const version = state.versions[net];
     const weights = state.weights[net];
     let frame: Uint8Array | null = null;
+    const tree = this.d.tree;
+    let head: Uint8Array | null = null;
     for (const s of this.readyWorkers) {
       if (s.known[net] === version) continue;
-      // One encoding of a multi-megabyte net serves every worker.
-      if (!frame) {
-        const t0 = performance.now();
-        const free = [...this.d.server.sessions.values()].every((x) => x.flushed);
-        frame = this.weightFrames[net].encode({ type: 'weights', net, version, weights }, { wire: this.d.wire }, free);
-        progress.addCodec(performance.now() - t0);
+      if (tree?.isPlaced(s)) {
+        // Tree members get the digest directly and the bytes through the tree (chunks below).
+        if (!frame) frame = this.encodeWeights(net, version, weights);
+        head ??= encode({ type: 'weights-head', net, version, bytes: frame.byteLength, sha256: new Uint8Array(createHash('sha256').update(frame).digest()) });
+        s.sendFrame(head);
+        tree.counters.heads++;
+        s.known[net] = version;
+        continue;
       }
+      // One encoding of a multi-megabyte net serves every worker.
+      if (!frame) frame = this.encodeWeights(net, version, weights);
       s.sendFrame(frame);
       s.known[net] = version;
     }
+    if (tree && head && frame) {
+      const chunks = chunkFrames(frame, net, version);
+      for (const s of tree.topLevel()) for (const c of chunks) s.sendFrame(c);
+      tree.noteBroadcast(chunks.reduce((a, c) => a + c.byteLength, 0));
+    }
+  }
+
+  private encodeWeights(net: Net, version: number, weights: Float32Array): Uint8Array {
+    const t0 = performance.now();
+    // One buffer per net, written over once every socket has sent the previous frame (chunks included).
+    const free = [...this.d.server.sessions.values()].every((x) => x.flushed);
+    const frame = this.weightFrames[net].encode({ type: 'weights', net, version, weights }, { wire: this.d.wire }, free);
+    this.d.progress.addCodec(performance.now() - t0);
+    return frame;
   }
 }

@@ -8,7 +8,7 @@ import type { WebSocket } from 'ws';
 import { encode } from '../shared/codec.ts';
 import { verifyHmac, newNonce } from '../shared/auth.ts';
 import { clip, type Logger } from '../shared/log.ts';
-import { closeCodeFor, WIRE_FORMATS, type ByeCode, type HelloMsg, type Outgoing, type Message, type Net, type Phase, type ResultMsg, type WireFormat } from '../shared/protocol.ts';
+import { closeCodeFor, WIRE_FORMATS, type ByeCode, type HelloMsg, type MessageOf, type Outgoing, type Message, type Net, type Phase, type ResultMsg, type WireFormat } from '../shared/protocol.ts';
 import type { Assignee } from './phase-run.ts';
 import { authSecret, browserRefusal } from './browser-join.ts';
 import type { ByteCounters } from '../trainer/progress.ts';
@@ -27,7 +27,12 @@ export interface SessionContext {
   /** The handshake passed: the coordinator may still refuse (a ban) or admit it with a welcome. */
   admit(session: WorkerSession): void;
   result(session: WorkerSession, msg: ResultMsg, recvMs: number): void;
+  /** A relay-tree message (relay-offer, sum, receipt, relay-report) from a ready session. */
+  tree(session: WorkerSession, msg: RelayTreeMsg, recvMs: number): void;
 }
+
+/** What a worker sends about the relay tree (coordinator/relay-tree.ts). */
+export type RelayTreeMsg = MessageOf<'relay-offer'> | MessageOf<'sum'> | MessageOf<'receipt'> | MessageOf<'relay-report'>;
 
 /**
  * Every intervalMs: a ready worker that answered neither the previous ping nor with a result
@@ -227,6 +232,13 @@ export class WorkerSession implements Assignee {
       case 'result':
         if (this.state !== 'ready') return ctx.reject(this, 'NOT_AUTHENTICATED', 'result before the handshake completed');
         return ctx.result(this, msg, recvMs);
+      case 'relay-offer':
+      case 'sum':
+      case 'receipt':
+      case 'relay-report':
+        if (this.state !== 'ready') return ctx.reject(this, 'NOT_AUTHENTICATED', `${msg.type} before the handshake completed`);
+        if (!this.features.includes('relay')) return ctx.reject(this, 'UNEXPECTED_MESSAGE', `${msg.type} without the relay feature turned on`);
+        return ctx.tree(this, msg, recvMs);
       case 'bye':
         ctx.log.info({ event: 'worker_bye', worker: this.label, code: clip(msg.code), reason: clip(msg.reason) }, 'worker says goodbye');
         this.state = 'closed';

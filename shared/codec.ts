@@ -87,6 +87,7 @@ function packable(msg: Outgoing<Message> | Message, opts: EncodeOptions): object
     case 'weights':
       return { ...msg, protocol: PROTOCOL_VERSION, weights: encodeHalf(msg.weights) };
     case 'result':
+    case 'sum':
       return { ...msg, protocol: PROTOCOL_VERSION, gradient: encodeHalf(msg.gradient) };
     default:
       return { ...msg, protocol: PROTOCOL_VERSION };

@@ -53,8 +53,12 @@ export const MAX_TASK_SHARDS = 4096;
  *  - timing: results carry `timing` (the time split in the coordinator's progress lines).
  *  - rows-u8: D-phase tasks may carry the real rows as one-byte codes (`realCodes`) into the
  *    welcome's `palette`, a quarter of the bytes of float32 rows.
+ *  - relay: the worker can take part in the relay tree (--fan-out; docs/performance.md "Relay
+ *    tree"): after the welcome it sends relay-offer, takes weights as weights-head + weights-chunk
+ *    and sends its gradients up the tree as sum messages (receipt to the coordinator) once a tree
+ *    message placed it. Without the feature (older or browser workers) it stays in the star.
  */
-export const PROTOCOL_FEATURES = ['timing', 'rows-u8'] as const;
+export const PROTOCOL_FEATURES = ['timing', 'rows-u8', 'relay'] as const;
 export type ProtocolFeature = (typeof PROTOCOL_FEATURES)[number];
 
 const wireOfLimits = (limits: DecodeLimits): WireFormat => limits.wire ?? 'fp32';
@@ -135,6 +139,25 @@ export interface BlockSpec {
  */
 const timing = f.map({ decodeMs: f.nonNegative(), loadMs: f.nonNegative(), recvMs: f.nonNegative(), encodeMs: f.nonNegative(), sendMs: f.nonNegative() });
 export type WorkerTiming = FieldType<typeof timing>;
+
+/** Most children a tree message may list (the coordinator's --fan-out is capped at it). */
+export const MAX_TREE_CHILDREN = 64;
+/** Largest weights-chunk payload accepted (the coordinator sends RELAY_CHUNK_BYTES). */
+export const MAX_CHUNK_BYTES = 1 << 20;
+/** A relay ticket: 16 random bytes, per child and per placement. */
+export const TICKET_BYTES = 16;
+/** What a tree worker may report about its parent (relay-report). */
+export const RELAY_REPORT_CODES = ['RELAY_DIGEST_MISMATCH', 'RELAY_STALLED', 'RELAY_LOST', 'RELAY_UNREACHABLE'] as const;
+export type RelayReportCode = (typeof RELAY_REPORT_CODES)[number];
+export interface TreeChild {
+  workerId: string;
+  ticket: Uint8Array;
+}
+function ticketOf(o: Obj, k: string, p: string, limits: DecodeLimits): Uint8Array {
+  const t = intArray(o, k, p, limits, Uint8Array);
+  if (t.length !== TICKET_BYTES) bad(`${p}.${k} must be ${TICKET_BYTES} bytes, got ${t.length}`);
+  return t;
+}
 
 /** Every message: its fields (besides `type` and `protocol`), in the order they are checked. */
 export const MESSAGES = {
@@ -309,6 +332,151 @@ export const MESSAGES = {
     ['type', 'protocol'],
   ),
 
+  // ----- relay tree (the `relay` feature; coordinator/relay-tree.ts, worker/tree-link.ts) -----
+
+  /**
+   * worker -> coordinator, once after a welcome with the `relay` feature: where children may dial
+   * this worker (its --relay-listen / --relay-advertise URL), or '' for a leaf (behind NAT, no listener).
+   */
+  'relay-offer': shape({ url: f.str(0, 512) }, ['type', 'protocol']),
+
+  /**
+   * coordinator -> worker: its place in the tree. parentUrl '' means the coordinator itself
+   * (weights chunks and sums on this connection); otherwise the worker dials parentUrl and
+   * presents `ticket`. `children` are the workers it must accept, each with its own ticket.
+   */
+  tree: shape(
+    {
+      parentUrl: f.str(0, 512),
+      ticket: f.optional(f.custom((o, k, p, limits) => ticketOf(o, k, p, limits))),
+      children: f.custom((o, k, p, limits): TreeChild[] => {
+        const list = o[k];
+        if (!Array.isArray(list)) {
+          if (!Object.hasOwn(o, k)) bad(`${p}.${k} is missing`);
+          bad(`${p}.children must be an array, got ${describe(list)}`);
+        }
+        if (list.length > MAX_TREE_CHILDREN) throw new Invalid('ARRAY_TOO_LARGE', `${p}.children has ${list.length} entries, limit is ${MAX_TREE_CHILDREN}`);
+        list.forEach((c: unknown, i: number) => {
+          const path = `${p}.children[${i}]`;
+          if (!isPlainObject(c)) bad(`${path} must be a map, got ${describe(c)}`);
+          keys(c, path, ['workerId', 'ticket']);
+          if (typeof c.workerId !== 'string' || c.workerId.length < 1 || c.workerId.length > 128) bad(`${path}.workerId must be a string of 1 to 128 characters`);
+          ticketOf(c, 'ticket', path, limits);
+        });
+        return list as TreeChild[];
+      }),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /**
+   * coordinator -> every tree worker, directly: the next version of a net travels down the tree
+   * as the chunks of one encoded `weights` frame of `bytes` bytes whose SHA-256 is `sha256`. A
+   * worker uses reassembled weights only when the digest matches, so a relay cannot inject any.
+   */
+  'weights-head': shape({ net: f.oneOf(NETS), version: f.int(0), bytes: f.int(1), sha256: f.bytes32() }, ['type', 'protocol']),
+
+  /** coordinator or relay -> child: bytes [offset, offset + data.length) of the frame announced by weights-head. */
+  'weights-chunk': shape(
+    {
+      net: f.oneOf(NETS),
+      version: f.int(0),
+      total: f.int(1),
+      offset: f.int(0),
+      data: f.custom((o, k, p): Uint8Array => {
+        const data = o[k];
+        // Bounded by MAX_CHUNK_BYTES, not by the model's float limit (a chunk is bytes of a frame).
+        if (!(data instanceof Uint8Array) || data.constructor !== Uint8Array) {
+          if (!Object.hasOwn(o, k)) bad(`${p}.${k} is missing`);
+          bad(`${p}.${k} must be a Uint8Array, got ${describe(data)}`);
+        }
+        if (data.length === 0 || data.length > MAX_CHUNK_BYTES) bad(`${p}.data has ${data.length} bytes; a chunk has 1 to ${MAX_CHUNK_BYTES}`);
+        if ((o.offset as number) + data.length > (o.total as number)) bad(`${p} [${o.offset as number}, +${data.length}) runs past total ${o.total as number}`);
+        return data;
+      }),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /**
+   * coordinator -> relay: the shards its subtree (itself included) was handed in this phase so
+   * far. The relay forwards its combined sums once they cover them all, or after waitMs with
+   * whatever it has (a bounded wait: a child may be gone).
+   */
+  'relay-expect': shape(
+    {
+      iteration: f.int(0),
+      phase: f.oneOf(PHASES),
+      dStep: f.int(0),
+      shardCount: f.int(1),
+      shards: f.custom((o, k, p, limits): Int32Array => {
+        const ids = intArray(o, k, p, limits, Int32Array);
+        for (const id of ids) if (id < 0 || id >= (o.shardCount as number)) bad(`${p}.shards has ${id}, outside [0, ${o.shardCount as number})`);
+        return ids;
+      }),
+      waitMs: f.int(1, 600_000),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /**
+   * worker -> its parent (a relay, or the coordinator for a top-level child): the raw tree value
+   * of one aligned block of the phase, its own or combined from its subtree (shared/tree-sum.ts
+   * nodeRawSum; the wire's rounding makes it the node's value, as for result).
+   */
+  sum: shape(
+    {
+      iteration: f.int(0),
+      phase: f.oneOf(PHASES),
+      dStep: f.int(0),
+      shardCount: f.int(1),
+      firstShard: f.int(0),
+      count: f.custom((o, k, p) => {
+        const count = int(o, k, p, 1, MAX_INT);
+        const first = o.firstShard as number;
+        if (!isAlignedBlock(first, count, o.shardCount as number)) bad(`sum block [${first}, ${first} + ${count}) is not an aligned block of the sum tree over ${o.shardCount as number} shards`);
+        return count;
+      }),
+      gradient: f.floats(wireOfLimits),
+      stats: f.map({ loss: f.finite(), dReal: f.finite(), dFake: f.finite() }),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /**
+   * tree worker -> coordinator, directly: it finished this block of its task (the gradient went up
+   * the tree as a sum). Tiny; it keeps the coordinator's speed estimates and liveness per worker.
+   */
+  receipt: shape(
+    {
+      taskId: f.int(0),
+      firstShard: f.int(0),
+      count: f.int(1, 2 ** 30),
+      computeMs: f.nonNegative(),
+      timing: f.optional(timing),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /** tree worker -> coordinator: something is wrong with its parent; the coordinator re-parents it. */
+  'relay-report': shape(
+    {
+      code: f.oneOf(RELAY_REPORT_CODES),
+      /** The parent's URL as the worker knew it. */
+      parentUrl: f.str(0, 512),
+      net: f.optional(f.oneOf(NETS)),
+      version: f.optional(f.int(0)),
+      detail: f.str(0, 1024),
+    },
+    ['type', 'protocol'],
+  ),
+
+  /** child -> relay: first frame on a relay connection: who it is and the ticket the coordinator gave it. */
+  'relay-hello': shape({ workerId: f.str(1, 128), ticket: f.custom((o, k, p, limits) => ticketOf(o, k, p, limits)) }, ['type', 'protocol']),
+
+  /** relay -> child: the ticket is good; chunks follow. */
+  'relay-welcome': shape({}, ['type', 'protocol']),
+
   /** either direction: the sender is about to close; `code` is a BYE_CODES key (peers may send others). */
   bye: shape({ /** human readable */ reason: f.str(0, 1024), code: f.str(0, 64) }, ['type', 'protocol']),
 };
@@ -328,6 +496,13 @@ export type TaskMsg = MessageOf<'task'>;
 export type ResultMsg = MessageOf<'result'>;
 export type ByeMsg = MessageOf<'bye'>;
 export type WeightsBlob = WelcomeMsg['g'];
+export type TreeMsg = MessageOf<'tree'>;
+export type WeightsHeadMsg = MessageOf<'weights-head'>;
+export type WeightsChunkMsg = MessageOf<'weights-chunk'>;
+export type RelayExpectMsg = MessageOf<'relay-expect'>;
+export type SumMsg = MessageOf<'sum'>;
+export type ReceiptMsg = MessageOf<'receipt'>;
+export type RelayReportMsg = MessageOf<'relay-report'>;
 
 /**
  * A message as callers build it: the codec stamps `protocol`. Distributes over unions so that
@@ -400,6 +575,12 @@ export const BYE_CODES = {
   RESULT_NOT_ASSIGNED: protocolError,
   GRADIENT_SIZE: protocolError,
   BAD_WELCOME: protocolError,
+  /** A relay connection whose relay-hello names no child this relay was told to accept, or a wrong ticket. */
+  RELAY_TICKET: { close: WS_CLOSE.authFailed },
+  /** A relay connection whose first frame was not relay-hello, or which took too long to send it. */
+  RELAY_HANDSHAKE: protocolError,
+  /** A sum for shards the sender's subtree was never handed. */
+  SUM_NOT_ASSIGNED: protocolError,
   // refusals
   AUTH_FAILED: { close: WS_CLOSE.authFailed, fatal: true },
   /** A hello with joinExpires whose join key has expired or claims too long a life (coordinator/join-key.ts). */

@@ -172,6 +172,29 @@ export function blockRawSum(shards: number, block: ShardBlock, leaf: (shardId: n
   return addInto(l, r, q, true).v;
 }
 
+/**
+ * What a relay sends for a node it combined from blocks of its subtree: the node's raw value
+ * (before the wire's rounding) from the FINAL values of aligned blocks inside it (`known`, as
+ * decoded from children's sums, or q(raw) of the relay's own blocks): a node clipped to one known
+ * block is that block's value; otherwise the float32 sum of its two children's final values.
+ * The same tree as blockRawSum, so the coordinator decodes exactly the node's value whoever combined it.
+ * A node that IS one known block returns that final value: forward the block's own frame instead
+ * of re-encoding it (the wire would round it a second time).
+ */
+export function nodeRawSum(shards: number, block: ShardBlock, known: (lo: number, size: number) => Float32Array | undefined, q: Quantizer): Float32Array {
+  let { first: lo, count: size } = block;
+  if (!isAlignedBlock(lo, size, shards)) throw new GanError('BAD_BLOCK', `[${lo}, ${lo + size}) is not an aligned block of ${shards} shards`);
+  while (size > 1 && lo + size / 2 >= shards) size /= 2;
+  const whole = known(lo, size);
+  if (whole) return whole;
+  if (size === 1) throw new GanError('MISSING_SHARDS', `no value for shard ${lo} of ${shards}`);
+  const half = size / 2;
+  // treeValue may return a known block's own array: the sum goes into a fresh one.
+  const l = treeValue(shards, lo, half, known, q);
+  const r = treeValue(shards, lo + half, half, known, q);
+  return addInto({ v: l, owned: false }, { v: r, owned: false }, q, true).v;
+}
+
 /** Final value of a block from the raw gradients of its shards: q(blockRawSum). */
 export function blockFinalSum(shards: number, block: ShardBlock, leaf: (shardId: number) => Float32Array, q: Quantizer): Float32Array {
   const raw = blockRawSum(shards, block, leaf, q);

@@ -95,6 +95,16 @@ const samples: { [K in Message['type']]: Outgoing<Extract<Message, { type: K }>>
     stats: { loss: 0.693, dReal: 0.51, dFake: -0.49 },
     computeMs: 12.5,
   },
+  'relay-offer': { type: 'relay-offer', url: 'ws://10.0.0.7:8700' },
+  tree: { type: 'tree', parentUrl: 'ws://10.0.0.7:8700', ticket: new Uint8Array(16).fill(7), children: [{ workerId: 'w-9', ticket: new Uint8Array(16).fill(9) }] },
+  'weights-head': { type: 'weights-head', net: 'G', version: 4, bytes: 40_017, sha256: nonce() },
+  'weights-chunk': { type: 'weights-chunk', net: 'G', version: 4, total: 40_017, offset: 32_768, data: new Uint8Array(7249).fill(3) },
+  'relay-expect': { type: 'relay-expect', iteration: 9, phase: 'D', dStep: 0, shardCount: 8, shards: new Int32Array([0, 1, 2, 5]), waitMs: 2000 },
+  sum: { type: 'sum', iteration: 9, phase: 'D', dStep: 0, shardCount: 6, firstShard: 4, count: 4, gradient: floats(3000, 8), stats: { loss: 1.5, dReal: 0.2, dFake: 0.7 } },
+  receipt: { type: 'receipt', taskId: 41, firstShard: 4, count: 2, computeMs: 3.5 },
+  'relay-report': { type: 'relay-report', code: 'RELAY_DIGEST_MISMATCH', parentUrl: 'ws://10.0.0.7:8700', net: 'D', version: 12, detail: 'sha256 differs' },
+  'relay-hello': { type: 'relay-hello', workerId: 'w-9', ticket: new Uint8Array(16).fill(9) },
+  'relay-welcome': { type: 'relay-welcome' },
   bye: { type: 'bye', reason: 'coordinator is shutting down', code: 'SHUTTING_DOWN' },
 };
 

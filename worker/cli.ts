@@ -12,6 +12,7 @@ import { createLogger } from '../shared/log.ts';
 import { loadCaFile } from '../shared/tls.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
 import { DEFAULT_BACKOFF, Worker } from './worker.ts';
+import { TreeLink } from './tree-link.ts';
 import { WORKER_CLI } from './cli-spec.ts';
 
 // The flag table and help live in cli-spec.ts (no tfjs there: bin/gan-worker.js answers --help
@@ -28,6 +29,10 @@ async function main(): Promise<number> {
   if (ca && !url.startsWith('wss://')) {
     throw new ConfigError('TLS_CA_WITHOUT_WSS', `--ca only applies to wss:// coordinators; got '${url}' (use wss:// if the coordinator runs with --tls-cert/--tls-key)`);
   }
+  // Relay flags are checked before the backend loads: a typo fails at once.
+  const relayListen = parseListen(v['relay-listen']);
+  const advertise = relayAdvertise(v['relay-advertise']);
+  if (advertise && !relayListen) throw new ConfigError('RELAY_ADVERTISE_WITHOUT_LISTEN', '--relay-advertise names the URL of a --relay-listen listener; give --relay-listen too');
   const workerId = typeof v.id === 'string' ? v.id : `${hostname()}-${process.pid}`;
   const log = createLogger({ name: 'worker', pretty: v.pretty === true ? true : undefined }).child({ worker: workerId });
   const token = loadToken(typeof v['token-file'] === 'string' ? v['token-file'] : undefined);
@@ -38,6 +43,22 @@ async function main(): Promise<number> {
   if (Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0)) {
     log.warn({ event: 'warning', code: 'TEST_CORRUPT_GRADIENT', scale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT) }, 'test hook GAN_TEST_CORRUPT_GRADIENT is set: this worker returns wrong gradients');
   }
+  const tree = new TreeLink({
+    workerId,
+    log,
+    listen: relayListen,
+    advertise,
+    // Test hooks (never set them in production): GAN_TEST_RELAY_CORRUPT=1 alters every weights
+    // chunk this relay forwards (a malicious relay), GAN_TEST_RELAY_MUTE=1 forwards none (a stalled
+    // relay), GAN_TEST_RELAY_DROP_SUMS=1 sends no sums up (its own nor its children's); GAN_TEST_RELAY_STALL_MS
+    // shortens the stall timeout.
+    corrupt: process.env.GAN_TEST_RELAY_CORRUPT === '1',
+    mute: process.env.GAN_TEST_RELAY_MUTE === '1',
+    dropSums: process.env.GAN_TEST_RELAY_DROP_SUMS === '1',
+    stallMs: Number(process.env.GAN_TEST_RELAY_STALL_MS ?? 0) || undefined,
+  });
+  if (tree.misbehaving) log.warn({ event: 'warning', code: 'TEST_RELAY_HOOK', hook: tree.misbehaving }, `test hook GAN_TEST_RELAY_${tree.misbehaving.toUpperCase()} is set: this relay ${tree.misbehaving === 'corrupt' ? 'alters the weights it forwards' : tree.misbehaving === 'mute' ? 'withholds the weights it should forward' : 'sends no sums up'}`);
+  await tree.prepare();
   const worker = new Worker({
     url,
     token,
@@ -56,6 +77,7 @@ async function main(): Promise<number> {
     testCorruptScale: Number(process.env.GAN_TEST_CORRUPT_GRADIENT ?? 0) || 0,
     progressIntervalMs: 1000 * (v['status-interval'] === undefined ? 15 : Number(v['status-interval'])),
     ca,
+    tree,
   });
   installSocketErrorGuard(log);
   // The first SIGINT/SIGTERM stops the worker: at once when it is waiting to reconnect, else once
@@ -69,9 +91,25 @@ async function main(): Promise<number> {
     });
   }
   const code = await worker.run();
+  await tree.close();
   // The log line has the details; this one is for a person watching the terminal or journal.
   if (worker.fatal) process.stderr.write(`error [${worker.fatal.code}]: ${worker.fatal.reason}\n`);
   return code;
+}
+
+/** --relay-listen host:port (an IPv6 host in brackets), or undefined. */
+function parseListen(v: unknown): { host: string; port: number } | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError('BAD_RELAY_LISTEN', `--relay-listen must be <host>:<port> (port 0-65535, e.g. 0.0.0.0:8700), got '${v}'`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+function relayAdvertise(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  if (!/^wss?:\/\/./.test(v)) throw new ConfigError('BAD_RELAY_ADVERTISE', `--relay-advertise must be a ws:// URL children can dial, got '${v}'`);
+  return v;
 }
 
 const isMain = process.argv[1] && /gan-worker(\.js)?$|worker[\\/]cli\.ts$/.test(process.argv[1]);

@@ -13,13 +13,13 @@
  * compute queue it feeds share one connection's state; the protocol itself is shared/protocol.ts.
  */
 import { assertCanTrain } from '../shared/backend.ts';
-import { decode, encode, ReusableFrame, type DecodeLimits } from '../shared/codec.ts';
+import { decode, encode, floatPayloadBytes, ReusableFrame, type DecodeLimits } from '../shared/codec.ts';
 import { sampleDim, validateConfig, type GanConfig } from '../shared/config.ts';
 import { GanError } from '../shared/errors.ts';
 import type { WorkerEnv, WorkerSocket } from './env.ts';
-import { closeCodeFor, fatalCode, MAX_TASK_SHARDS, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Net, type Message, type BlockSpec, type Outgoing, type ResultMsg, type TaskMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
+import { closeCodeFor, fatalCode, MAX_TASK_SHARDS, PROTOCOL_FEATURES, PROTOCOL_VERSION, WIRE_FORMATS, type Net, type Message, type BlockSpec, type Outgoing, type Phase, type RelayExpectMsg, type ResultMsg, type TaskMsg, type TreeMsg, type WeightsChunkMsg, type WeightsHeadMsg, type WireFormat, type WorkerTiming } from '../shared/protocol.ts';
 import { GanReplica, type ShardInput } from '../shared/replica.ts';
-import { quantizerFor } from '../shared/tree-sum.ts';
+import { quantizerFor, type BlockStats, type ShardBlock } from '../shared/tree-sum.ts';
 import { BlockAccumulator } from '../shared/block-accumulator.ts';
 import { rowsFromCodes } from '../shared/data/row-codes.ts';
 
@@ -60,6 +60,37 @@ export interface WorkerOptions {
   onBlockSent?: (info: { shards: number; computeMs: number; shardsDone: number; meanShardMs: number }) => void;
   /** Called when the worker joins a run (welcome accepted). */
   onWelcome?: (info: { runId: string; model: string; wire: WireFormat }) => void;
+  /** The relay tree (Node gan-worker): advertised as the `relay` feature; absent: star only. */
+  tree?: TreeHooks;
+}
+
+/** Coordinator messages that belong to the relay tree (handled by TreeHooks). */
+export type TreeControlMsg = TreeMsg | WeightsHeadMsg | WeightsChunkMsg | RelayExpectMsg;
+
+/** What the relay tree (worker/tree-link.ts, Node only) needs from the current coordinator connection. */
+export interface TreeContext {
+  wire: WireFormat;
+  /** Decode limits for frames from children and the parent (the coordinator's, from the model's size). */
+  limits: DecodeLimits;
+  send(msg: Outgoing<Message>): void;
+  sendFrame(frame: Uint8Array): void;
+  /** The version of `net` this worker holds. */
+  version(net: Net): number;
+  /** Loads a reassembled, digest-checked weights frame; returns why not, or null. */
+  loadWeightsFrame(frame: Uint8Array, net: Net, version: number): string | null;
+}
+
+/**
+ * The relay tree's side of a worker (coordinator --fan-out): weights from the parent, sums up to
+ * it. Injected by the Node CLI (worker/tree-link.ts); absent in a browser tab, which stays in the star.
+ */
+export interface TreeHooks {
+  attach(ctx: TreeContext): void;
+  detach(): void;
+  onControl(msg: TreeControlMsg, frame: Uint8Array): void;
+  /** One of this worker's blocks: false when not placed in the tree (send a plain result). */
+  submit(p: { iteration: number; phase: Phase; dStep: number; shardCount: number; block: ShardBlock; gradient: Float32Array; stats: BlockStats }): boolean;
+  noteWeights(net: Net, version: number): void;
 }
 
 export const DEFAULT_BACKOFF = { initialMs: 250, maxMs: 10000 };
@@ -249,6 +280,7 @@ export class WorkerCore {
               this.features = new Set(msg.features ?? []);
               this.palette = this.features.has('rows-u8') ? msg.palette ?? null : null;
               welcomed = true;
+              if (this.features.has('relay') && this.opts.tree) this.attachTree(ws);
             } catch (err) {
               const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
               this.log.error({ event: 'bad_welcome', reason }, 'cannot build the model the coordinator described');
@@ -259,14 +291,14 @@ export class WorkerCore {
             return;
           case 'weights':
             if (!welcomed || !this.replica) return;
-            {
-              const t0 = performance.now();
-              this.replica.setWeights(msg.net, msg.weights);
-              this.timing.loadMs += performance.now() - t0;
-            }
-            this.versions[msg.net] = msg.version;
-            // Shards computed against older weights are from a finished phase: skip them.
-            this.filterQueue((q) => q.task.gVersion === this.versions.G && q.task.dVersion === this.versions.D);
+            this.loadWeights(msg.net, msg.version, msg.weights);
+            this.opts.tree?.noteWeights(msg.net, msg.version);
+            return;
+          case 'tree':
+          case 'weights-head':
+          case 'weights-chunk':
+          case 'relay-expect':
+            if (welcomed && this.features.has('relay') && this.opts.tree) this.opts.tree.onControl(msg, frame);
             return;
           case 'task': {
             if (!welcomed) return;
@@ -306,7 +338,8 @@ export class WorkerCore {
               workerId: this.opts.workerId,
               backend: this.opts.backend,
               host: this.env.host().slice(0, 256),
-              capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES], maxShards: MAX_TASK_SHARDS },
+              // `relay` only where a tree link exists (Node gan-worker), so a browser tab stays in the star.
+              capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES.filter((f) => f !== 'relay' || this.opts.tree)], maxShards: MAX_TASK_SHARDS },
               ...(this.env.kind === 'browser' ? { browser: true } : {}),
               ...(this.opts.joinExpires !== undefined ? { joinExpires: this.opts.joinExpires } : {}),
             });
@@ -321,6 +354,7 @@ export class WorkerCore {
           },
           close: (code, closeReason) => {
             if (idleTimer) clearTimeout(idleTimer);
+            if (welcomed) this.opts.tree?.detach();
             this.filterQueue((q) => q.ws !== ws);
             const fatalConnect = !welcomed && connectError ? this.env.fatalConnectError(connectError, { url: this.opts.url, ca: Boolean(ca) }) : null;
             if (fatalConnect) return resolve({ kind: 'fatal', code: fatalConnect.code, reason: fatalConnect.reason, tls: fatalConnect.detail });
@@ -361,6 +395,42 @@ export class WorkerCore {
     this.wire = wire;
     this.log.info({ event: 'welcomed', runId, model: config.model.kind, gVersion: g.version, dVersion: d.version, wire, reconnects: this.reconnects, warmupMs }, 'joined the run');
     this.opts.onWelcome?.({ runId, model: config.model.kind, wire });
+  }
+
+  /** Loads a newer version of one net; tasks that need older weights are from a finished phase and dropped. */
+  private loadWeights(net: Net, version: number, weights: Float32Array): void {
+    if (version < this.versions[net]) return;
+    const t0 = performance.now();
+    this.replica!.setWeights(net, weights);
+    this.timing.loadMs += performance.now() - t0;
+    this.versions[net] = version;
+    this.filterQueue((q) => q.task.gVersion >= this.versions.G && q.task.dVersion >= this.versions.D);
+    // Tasks may wait for these weights (with the relay tree, a task comes straight from the coordinator, the weights through the tree).
+    void this.pump();
+  }
+
+  /** Joins the relay tree on this connection (the welcome turned the `relay` feature on). */
+  private attachTree(ws: WorkerSocket): void {
+    const layout = this.replica!.layout;
+    const maxFloats = Math.max(layout.G.total, layout.D.total);
+    const limits: DecodeLimits = { maxFrameBytes: floatPayloadBytes(maxFloats, this.wire) + 64 * 1024, maxFloats, wire: this.wire };
+    this.opts.tree!.attach({
+      wire: this.wire,
+      limits,
+      send: (msg) => this.send(ws, msg),
+      sendFrame: (frame) => {
+        if (ws.open) ws.send(frame);
+      },
+      version: (net) => this.versions[net],
+      loadWeightsFrame: (frame, net, version) => {
+        if (ws !== this.ws || !this.replica) return 'the connection changed';
+        const res = decode(frame, { ...WORKER_LIMITS, wire: this.wire });
+        if (!res.ok) return `${res.code}: ${res.reason}`;
+        if (res.msg.type !== 'weights' || res.msg.net !== net || res.msg.version !== version) return `the frame is not weights for ${net} v${version}`;
+        this.loadWeights(net, version, res.msg.weights);
+        return null;
+      },
+    });
   }
 
   /**
@@ -432,6 +502,13 @@ export class WorkerCore {
     this.timing = { ...noTiming(), encodeMs: t1 - t0, sendMs: performance.now() - t1 };
   }
 
+  /** A receipt (relay tree), with the time split like a result's when `timing` is on. */
+  private sendReceipt(ws: WorkerSocket, msg: Outgoing<Message> & { type: 'receipt' }): void {
+    if (!ws.open) return;
+    ws.send(encode(this.features.has('timing') ? { ...msg, timing: this.timing } : msg));
+    this.timing = noTiming();
+  }
+
   /**
    * Computes queued shards one at a time, yielding between them so pings are answered; when the
    * last shard of a block is done, sends the block's sum over the fixed tree (one result per block).
@@ -441,6 +518,9 @@ export class WorkerCore {
     this.pumping = true;
     try {
       while (this.queue.length > 0) {
+        const head = this.queue[0];
+        // A task for weights still on their way down the relay tree waits for them (loadWeights pumps again).
+        if (head.ws === this.ws && (head.task.gVersion > this.versions.G || head.task.dVersion > this.versions.D)) break;
         const { task, shard, ws, block } = this.queue.shift()!;
         if (ws !== this.ws || !ws.open || !this.replica || task.gVersion !== this.versions.G || task.dVersion !== this.versions.D) {
           block.acc.dispose();
@@ -462,7 +542,11 @@ export class WorkerCore {
           if (this.opts.testCorruptScale) {
             for (let i = 0; i < gradient.length; i++) gradient[i] *= 1 + this.opts.testCorruptScale;
           }
-          this.sendResult(ws, {
+          const tree = this.opts.tree;
+          if (tree?.submit({ iteration: task.iteration, phase: task.phase, dStep: task.dStep, shardCount: task.shardCount, block: block.block, gradient, stats })) {
+            // The gradient went up the tree; the coordinator hears directly that this worker did it, and how fast.
+            this.sendReceipt(ws, { type: 'receipt', taskId: task.taskId, firstShard: block.block.first, count: block.block.count, computeMs: block.computeMs });
+          } else this.sendResult(ws, {
             type: 'result',
             taskId: task.taskId,
             iteration: task.iteration,
