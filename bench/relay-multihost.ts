@@ -41,7 +41,7 @@ async function runConfig(net: Network, n: number, fanOut: number): Promise<Recor
   const runDir = makeTempDir('gan-relay-mh-');
   const coordinator = spawnCli(
     'coordinator',
-    ['--dataset', 'ring8', '--model', 'mlp2d', '--width', width, '--batch-size', '64', '--shards', '8', '--iterations', '100000000', '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--log-every', '1', '--status-interval', '3600', '--straggler-min-ms', '600000', '--backend', 'wasm', '--fan-out', String(fanOut)],
+    ['--dataset', 'ring8', '--preset', 'none', '--model', 'mlp2d', '--width', width, '--batch-size', '64', '--shards', '8', '--iterations', '100000000', '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--log-every', '1', '--status-interval', '3600', '--straggler-min-ms', '600000', '--backend', 'wasm', '--fan-out', String(fanOut)],
     { prefix: net.exec('coordinator'), env: { GAN_TOKEN: TOKEN }, name: `coordinator f${fanOut} n${n}` },
   );
   try {

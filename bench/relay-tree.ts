@@ -23,7 +23,7 @@ const fanOuts = arg('fan-out', '0,1,2').split(',').map(Number);
 const width = arg('width', '256');
 const iterations = Number(arg('iterations', '20'));
 const wire = arg('wire', 'fp32');
-const FLAGS = ['--dataset', 'ring8', '--model', 'mlp2d', '--width', width, '--iterations', String(iterations), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--wire', wire];
+const FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--model', 'mlp2d', '--width', width, '--iterations', String(iterations), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--wire', wire];
 
 function start(bin: string, args: string[], onLine: (e: Record<string, unknown>) => void): ChildProcess {
   const p = spawn(process.execPath, [join(ROOT, 'bin', bin), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -15,7 +15,7 @@ import { chromium } from 'playwright-core';
 import { referenceHash, startInProcessCoordinator } from '../test/helpers/inprocess.ts';
 
 const CASES: Record<string, string[]> = {
-  ring8: ['--dataset', 'ring8', '--iterations', '12', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'],
+  ring8: ['--dataset', 'ring8', '--preset', 'none', '--iterations', '12', '--batch-size', '64', '--shards', '8', '--backend', 'wasm'],
   'mlp-small': ['--dataset', 'mnist', '--model', 'mlp-small', '--iterations', '3', '--batch-size', '32', '--shards', '4', '--backend', 'wasm'],
   mlp: ['--dataset', 'mnist', '--model', 'mlp', '--iterations', '2', '--batch-size', '32', '--shards', '4', '--backend', 'wasm'],
   dcgan: ['--dataset', 'mnist', '--model', 'dcgan', '--iterations', '2', '--batch-size', '16', '--shards', '4', '--backend', 'wasm'],

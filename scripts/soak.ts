@@ -46,7 +46,7 @@ const MINUTES = Number(args.minutes);
 const WORKERS = Math.max(2, Number(args.workers));
 const CHECKPOINT_EVERY = Number(args['checkpoint-every']);
 const SEED = args.seed === undefined ? (Date.now() % 2 ** 31) : Number(args.seed);
-const TRAIN = ['--dataset', 'ring8', '--batch-size', '64', '--shards', '8', '--seed', '7', '--backend', 'wasm'];
+const TRAIN = ['--dataset', 'ring8', '--preset', 'none', '--batch-size', '64', '--shards', '8', '--seed', '7', '--backend', 'wasm'];
 const START_MS = 60_000;
 
 const rand = uniformSource(SEED);

@@ -24,7 +24,7 @@ const TEST_TIMEOUT = 120_000;
 const START_MS = 30_000;
 const RUN_MS = 90_000;
 const ITERATIONS = 30;
-const TRAIN_FLAGS = ['--dataset', 'ring8', '--iterations', String(ITERATIONS), '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
+const TRAIN_FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--iterations', String(ITERATIONS), '--batch-size', '64', '--shards', '8', '--backend', 'wasm'];
 
 interface Coord {
   proc: Proc;
@@ -214,7 +214,12 @@ describe('relay tree', () => {
       expect(missing).toMatchObject({ worker: 'source', relay: 'sink' });
       // The child moves under the coordinator; one child's trouble alone does not demote the relay.
       expect(await waitForEvent(c.proc, (e) => e.event === 'reparented' && e.worker === 'source', 20_000)).toMatchObject({ from: 'sink', to: 'coordinator' });
-      const { hash } = await finish(c, workers);
+      // What this test is about has happened. The sink stays a leaf whose own sums never arrive, so
+      // every later phase would wait for its shards to be duplicated: kill it (a lost worker's
+      // shards are reassigned at once) instead of spending half a minute on that; the hash must
+      // still be gan-train's.
+      await kill(workers[0], 'SIGKILL');
+      const { hash } = await finish(c, [workers[1]]);
       expect(hash).toBe(reference.fp32);
       // Nobody blamed the honest worker afterwards.
       expect(eventsOf(readLog(c.runDir), 'warning').filter((e) => e.code === 'RELAY_SUMS_MISSING' && e.relay !== 'sink')).toEqual([]);
