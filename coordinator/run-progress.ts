@@ -38,6 +38,9 @@ export interface RunView {
   sessions: { key: number; worker: string; counters: ByteCounters }[];
 }
 
+/** The ETA's rate: over the last minute, once 5 iterations over at least 2 s are measured. */
+const ETA_WINDOW = { windowS: 60, minIterations: 5, minSeconds: 2 };
+
 export class RunProgress implements SessionClock {
   private readonly timeSplit = new TimeSplit();
   private readonly tracker: ProgressTracker;
@@ -47,7 +50,7 @@ export class RunProgress implements SessionClock {
    * measured, so time spent waiting for workers before training never inflates it (a first ETA
    * of 3h03m, issue #18).
    */
-  private eta = new RateMeter({ windowS: 60, minIterations: 5, minSeconds: 2 });
+  private eta = new RateMeter(ETA_WINDOW);
   private readonly byteWindows = new ByteWindows<number>();
   private lastStatusAt = performance.now();
   private metricsTail: unknown[] = [];
@@ -69,7 +72,7 @@ export class RunProgress implements SessionClock {
 
   /** Training starts (or resumes): the ETA's clock starts at the next progress line, not here, so waiting for workers is not counted. */
   startRun(): void {
-    this.eta = new RateMeter({ windowS: 60, minIterations: 5, minSeconds: 2 });
+    this.eta = new RateMeter(ETA_WINDOW);
   }
 
   addCodec(ms: number): void {

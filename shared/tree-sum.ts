@@ -152,15 +152,24 @@ export function treeValue(shards: number, lo: number, size: number, known: (lo: 
 }
 
 /**
+ * A node as small as it can be written: a node whose right half lies past the last shard IS its
+ * left child (no operation), so [lo, lo + size) shrinks until its right half holds a shard.
+ */
+export function shrinkNode(block: ShardBlock, shards: number): ShardBlock {
+  let { first, count } = block;
+  while (count > 1 && first + count / 2 >= shards) count /= 2;
+  return { first, count };
+}
+
+/**
  * What a worker sends for a block it computed (before the wire's rounding): the block's raw
  * value, from the raw gradients of its shards. A single-shard block (or one clipped to a single
  * shard) is the raw gradient itself; otherwise the float32 sum of its two children's final
  * values. The wire then applies q, so the coordinator decodes the node's final value.
  */
 export function blockRawSum(shards: number, block: ShardBlock, leaf: (shardId: number) => Float32Array, q: Quantizer): Float32Array {
-  let { first: lo, count: size } = block;
-  if (!isAlignedBlock(lo, size, shards)) throw new GanError('BAD_BLOCK', `[${lo}, ${lo + size}) is not an aligned block of ${shards} shards`);
-  while (size > 1 && lo + size / 2 >= shards) size /= 2;
+  if (!isAlignedBlock(block.first, block.count, shards)) throw new GanError('BAD_BLOCK', `[${block.first}, ${block.first + block.count}) is not an aligned block of ${shards} shards`);
+  const { first: lo, count: size } = shrinkNode(block, shards);
   if (size === 1) return leaf(lo);
   const known = (a: number, s: number): Float32Array | undefined => (s === 1 ? (q ? q(leaf(a)) : leaf(a)) : undefined);
   const half = size / 2;
@@ -182,9 +191,8 @@ export function blockRawSum(shards: number, block: ShardBlock, leaf: (shardId: n
  * of re-encoding it (the wire would round it a second time).
  */
 export function nodeRawSum(shards: number, block: ShardBlock, known: (lo: number, size: number) => Float32Array | undefined, q: Quantizer): Float32Array {
-  let { first: lo, count: size } = block;
-  if (!isAlignedBlock(lo, size, shards)) throw new GanError('BAD_BLOCK', `[${lo}, ${lo + size}) is not an aligned block of ${shards} shards`);
-  while (size > 1 && lo + size / 2 >= shards) size /= 2;
+  if (!isAlignedBlock(block.first, block.count, shards)) throw new GanError('BAD_BLOCK', `[${block.first}, ${block.first + block.count}) is not an aligned block of ${shards} shards`);
+  const { first: lo, count: size } = shrinkNode(block, shards);
   const whole = known(lo, size);
   if (whole) return whole;
   if (size === 1) throw new GanError('MISSING_SHARDS', `no value for shard ${lo} of ${shards}`);

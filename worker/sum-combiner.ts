@@ -15,7 +15,7 @@
  */
 import { encode } from '../shared/codec.ts';
 import type { Phase, RelayExpectMsg, WireFormat } from '../shared/protocol.ts';
-import { blockKey, blockShards, blockStats, nodeRawSum, quantizerFor, treeSize, type BlockStats, type ShardBlock } from '../shared/tree-sum.ts';
+import { blockKey, blockShards, blockStats, nodeRawSum, quantizerFor, shrinkNode, treeSize, type BlockStats, type ShardBlock } from '../shared/tree-sum.ts';
 
 /** Without a relay-expect yet, a relay with children waits this long before forwarding what it has. */
 export const DEFAULT_RELAY_WAIT_MS = 2000;
@@ -55,13 +55,6 @@ export interface CombinerHooks {
   timedOut(info: { key: string; missing: number; waitMs: number }): void;
 }
 
-/** A node clipped to [0, S) made as small as it can be (a node whose right half is empty IS its left child). */
-function shrink(b: ShardBlock, shards: number): ShardBlock {
-  let { first, count } = b;
-  while (count > 1 && first + count / 2 >= shards) count /= 2;
-  return { first, count };
-}
-
 export class SumCombiner {
   private readonly phases = new Map<string, PhaseSums>();
 
@@ -98,7 +91,7 @@ export class SumCombiner {
   add(e: SumEntry): void {
     const ph = this.phaseOf(e, e.shardCount);
     if (e.shardCount !== ph.shardCount) return;
-    const block = shrink(e.block, ph.shardCount);
+    const block = shrinkNode(e.block, ph.shardCount);
     const ids = blockShards(block, ph.shardCount);
     if (ids.every((id) => ph.covered.has(id))) return;
     if (ph.flushed) {
@@ -108,7 +101,7 @@ export class SumCombiner {
     }
     // Aligned blocks nest or are disjoint: a bigger one replaces those inside it.
     for (const [k, other] of ph.entries) {
-      const o = shrink(other.block, ph.shardCount);
+      const o = shrinkNode(other.block, ph.shardCount);
       if (o.first >= block.first && o.first + o.count <= block.first + block.count) ph.entries.delete(k);
     }
     ph.entries.set(blockKey(block.first, block.count), { ...e, block });
@@ -136,8 +129,8 @@ export class SumCombiner {
     ph.timer = null;
     const S = ph.shardCount;
     const q = quantizerFor(this.wire);
-    const known = (lo: number, size: number) => ph.entries.get(blockKey(lo, size))?.final ?? ph.entries.get(keyOf(shrink({ first: lo, count: size }, S)))?.final;
-    const knownStats = (lo: number, size: number) => ph.entries.get(blockKey(lo, size))?.stats ?? ph.entries.get(keyOf(shrink({ first: lo, count: size }, S)))?.stats;
+    const known = (lo: number, size: number) => ph.entries.get(blockKey(lo, size))?.final ?? ph.entries.get(keyOf(shrinkNode({ first: lo, count: size }, S)))?.final;
+    const knownStats = (lo: number, size: number) => ph.entries.get(blockKey(lo, size))?.stats ?? ph.entries.get(keyOf(shrinkNode({ first: lo, count: size }, S)))?.stats;
     const full = (lo: number, size: number) => {
       for (let id = lo; id < Math.min(lo + size, S); id++) if (!ph.covered.has(id)) return false;
       return true;
@@ -145,7 +138,7 @@ export class SumCombiner {
     const cover: ShardBlock[] = [];
     const walk = (lo: number, size: number) => {
       if (lo >= S) return;
-      if (full(lo, size)) return void cover.push(shrink({ first: lo, count: size }, S));
+      if (full(lo, size)) return void cover.push(shrinkNode({ first: lo, count: size }, S));
       if (size > 1) {
         walk(lo, size / 2);
         walk(lo + size / 2, size / 2);
