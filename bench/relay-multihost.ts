@@ -12,13 +12,25 @@
  * Needs root, iproute2 and sch_tbf. Everything it creates is deleted at the end.
  */
 import { randomBytes } from 'node:crypto';
+import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
+import { median } from './lib/accounting.ts';
 import { createNetwork, netnsUnavailable, tcUnavailable, type Network } from '../test/helpers/netns.ts';
 import { killAll, makeTempDir, removeTempDirs, spawnCli, waitForEvent, waitForEvents, type LogEvent } from '../test/helpers/processes.ts';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+const OPTIONS: FlagTable = {
+  rate: { type: 'string', value: '<mbit>', kind: 'number', help: "tbf rate on every host's link, Mbit/s", defaultText: '100' },
+  workers: { type: 'string', value: '<list>', help: 'comma-separated worker counts', defaultText: '1,4,8' },
+  'fan-out': { type: 'string', value: '<list>', help: 'comma-separated fan-outs; 0 is the star', defaultText: '0,2' },
+  width: { type: 'string', value: '<n>', kind: 'int', help: "mlp2d's hidden width (sets the bytes per copy)", defaultText: '256' },
+  iterations: { type: 'string', value: '<n>', kind: 'int', help: 'iterations measured per configuration', defaultText: '12' },
+  help: COMMON_FLAGS.help,
 };
+const v = parseFlags(process.argv.slice(2), OPTIONS);
+if (v.help) {
+  process.stdout.write(helpText("Usage: npm run bench:relay-multihost -- [options]\n\nIteration time against N, star against relay tree, every host's link capped (root, iproute2).", OPTIONS));
+  process.exit(0);
+}
+const arg = (name: string, dflt: string): string => (typeof v[name] === 'string' ? (v[name] as string) : dflt);
 const rateMbit = Number(arg('rate', '100'));
 const workerCounts = arg('workers', '1,4,8').split(',').map(Number);
 const fanOuts = arg('fan-out', '0,2').split(',').map(Number);
@@ -27,11 +39,6 @@ const measure = Number(arg('iterations', '12'));
 const WARMUP = 4;
 const PORT = 8600;
 const TOKEN = randomBytes(16).toString('hex');
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** A fresh relay port per configuration: a worker of the previous one may still hold its port while it exits. */
 let relayPort = 8700;

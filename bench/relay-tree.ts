@@ -12,17 +12,30 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+const OPTIONS: FlagTable = {
+  workers: { type: 'string', value: '<n>', kind: 'int', help: 'gan-worker processes, every one with --relay-listen', defaultText: '4' },
+  'fan-out': { type: 'string', value: '<list>', help: 'comma-separated fan-outs to compare; 0 is the star', defaultText: '0,1,2' },
+  width: { type: 'string', value: '<n>', kind: 'int', help: "mlp2d's hidden width (sets the bytes per copy)", defaultText: '256' },
+  iterations: { type: 'string', value: '<n>', kind: 'int', help: 'iterations per run', defaultText: '20' },
+  wire: { type: 'string', value: '<format>', help: 'fp32 | fp16', defaultText: 'fp32' },
+  help: COMMON_FLAGS.help,
 };
+const v = parseFlags(process.argv.slice(2), OPTIONS);
+if (v.help) {
+  process.stdout.write(helpText('Usage: npm run bench:relay -- [options]\n\nThe coordinator\'s frame bytes per phase on loopback, star against relay tree.', OPTIONS));
+  process.exit(0);
+}
+const arg = (name: string, dflt: string): string => (typeof v[name] === 'string' ? (v[name] as string) : dflt);
 const workers = Number(arg('workers', '4'));
 const fanOuts = arg('fan-out', '0,1,2').split(',').map(Number);
 const width = arg('width', '256');
 const iterations = Number(arg('iterations', '20'));
 const wire = arg('wire', 'fp32');
+/** How long one run may take, start-up included, before the bench gives up on it. */
+const RUN_TIMEOUT_MS = 600_000;
 const FLAGS = ['--dataset', 'ring8', '--preset', 'none', '--model', 'mlp2d', '--width', width, '--iterations', String(iterations), '--batch-size', '64', '--shards', '8', '--backend', 'wasm', '--wire', wire];
 
 function start(bin: string, args: string[], onLine: (e: Record<string, unknown>) => void): ChildProcess {
@@ -57,7 +70,11 @@ async function runOnce(fanOut: number): Promise<Record<string, unknown>> {
     });
     await ready;
     for (let i = 0; i < workers; i++) procs.push(start('gan-worker.js', ['--coordinator', `ws://127.0.0.1:${port}`, '--id', `w${i}`, '--backend', 'wasm', '--relay-listen', '127.0.0.1:0'], () => {}));
-    while (!finished) await new Promise((r) => setTimeout(r, 200));
+    const deadline = Date.now() + RUN_TIMEOUT_MS;
+    while (!finished) {
+      if (Date.now() > deadline) throw new Error(`fan-out ${fanOut}: the run did not finish within ${RUN_TIMEOUT_MS / 1000} s`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const status = (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as Record<string, unknown>;
     const phases = iterations * 2;
     const tree = status.tree as { coordinator: Record<string, number>; nodes: unknown[] } | null;
