@@ -30,6 +30,8 @@ interface Member {
   bytesForwarded: number;
   /** Demoted after a report (digest mismatch, stall, unreachable, lost): it relays no more. */
   suspect: string | null;
+  /** Children it had when a child reported it lost (RELAY_LOST): they moved before its session ended. */
+  childrenAtLoss: number;
 }
 
 export interface RelayTreeEvents {
@@ -113,7 +115,7 @@ export class RelayTree {
   /** A worker's relay-offer: it joins the tree (url '' = a leaf). */
   offer(s: WorkerSession, url: string): void {
     if (this.members.has(s.sessionId)) return;
-    this.members.set(s.sessionId, { session: s, url, ticket: newTicket(), bytesForwarded: 0, suspect: null });
+    this.members.set(s.sessionId, { session: s, url, ticket: newTicket(), bytesForwarded: 0, suspect: null, childrenAtLoss: 0 });
     this.names.set(s.sessionId, s.workerId);
     this.apply(this.plan.join(s.sessionId, url !== ''));
   }
@@ -130,10 +132,14 @@ export class RelayTree {
       return;
     }
     const children = this.plan.childrenOf(s.sessionId).length;
+    // A killed relay's children often notice before the coordinator does (their relay socket
+    // closes first, they report RELAY_LOST and are moved at once): it is still a relay lost.
+    const earlier = this.members.get(s.sessionId)!.childrenAtLoss;
     this.rememberSubtrees(s);
     const moves = this.plan.remove(s.sessionId);
     this.members.delete(s.sessionId);
     if (children > 0) this.log.warn({ event: 'relay_lost', worker: s.workerId, sessionId: s.sessionId, children }, `relay ${s.workerId} left; re-parenting its ${children} child(ren)`);
+    else if (earlier > 0) this.log.warn({ event: 'relay_lost', worker: s.workerId, sessionId: s.sessionId, children: earlier, movedBefore: true }, `relay ${s.workerId} left; its ${earlier} child(ren) had already reported it lost and moved`);
     this.apply(moves);
   }
 
@@ -142,6 +148,7 @@ export class RelayTree {
     const m = this.members.get(s.sessionId);
     if (!m || m.suspect) return;
     m.suspect = why;
+    if (why === 'RELAY_LOST') m.childrenAtLoss = this.plan.childrenOf(s.sessionId).length;
     this.rememberSubtrees(s);
     const moves = this.plan.demote(s.sessionId);
     this.log.warn({ event: 'relay_demoted', worker: s.workerId, sessionId: s.sessionId, code: why, moved: moves.length }, `relay ${s.workerId} is no longer used as a relay (${why})`);

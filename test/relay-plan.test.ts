@@ -1,6 +1,9 @@
 /** The relay tree's placement rules (coordinator/relay-plan.ts), without sockets. */
 import { describe, expect, it } from 'vitest';
 import { RelayPlan, ROOT } from '../coordinator/relay-plan.ts';
+import { RelayTree } from '../coordinator/relay-tree.ts';
+import type { WorkerSession } from '../coordinator/session.ts';
+import type { Logger } from '../shared/log.ts';
 
 /** Every node's parent, for compact assertions. */
 const parents = (p: RelayPlan) => Object.fromEntries([...p.nodes].map(([id, n]) => [id, n.parent]));
@@ -130,5 +133,44 @@ describe('RelayPlan', () => {
 
   it('refuses a fan-out below 1', () => {
     expect(() => new RelayPlan(0)).toThrow(RangeError);
+  });
+});
+
+describe('RelayTree: a relay killed while it has children', () => {
+  /** Just what RelayTree uses of a session and of the logger; events are collected. */
+  function harness() {
+    const events: Record<string, unknown>[] = [];
+    const record = (o: Record<string, unknown>) => void events.push(o);
+    const log = { info: record, warn: record } as unknown as Logger;
+    const session = (sessionId: number, workerId: string) => ({ sessionId, workerId, send: () => true }) as unknown as WorkerSession;
+    const tree = new RelayTree(1, log, { moved: () => {} });
+    const [top, mid, low] = [session(1, 'top'), session(2, 'mid'), session(3, 'low')];
+    tree.offer(top, 'ws://top');
+    tree.offer(mid, 'ws://mid');
+    tree.offer(low, 'ws://low');
+    return { events, tree, top, mid, low };
+  }
+  const named = (events: Record<string, unknown>[], e: string) => events.filter((x) => x.event === e);
+
+  it('logs relay_lost when the coordinator notices first', () => {
+    const { events, tree, top } = harness();
+    tree.leave(top);
+    expect(named(events, 'relay_lost')).toMatchObject([{ worker: 'top', children: 1 }]);
+    expect(named(events, 'reparented')).toMatchObject([{ worker: 'mid', from: 'top', to: 'coordinator' }]);
+  });
+
+  it('still logs relay_lost when its child reported the loss first (the order a loaded machine often gives)', () => {
+    const { events, tree, top } = harness();
+    tree.demote(top, 'RELAY_LOST');
+    tree.leave(top);
+    expect(named(events, 'relay_lost')).toMatchObject([{ worker: 'top', children: 1, movedBefore: true }]);
+    expect(named(events, 'reparented')).toMatchObject([{ worker: 'mid', from: 'top', to: 'coordinator' }]);
+  });
+
+  it('does not call a relay demoted for another reason, then gone, lost', () => {
+    const { events, tree, top } = harness();
+    tree.demote(top, 'RELAY_DIGEST_MISMATCH');
+    tree.leave(top);
+    expect(named(events, 'relay_lost')).toEqual([]);
   });
 });

@@ -291,6 +291,12 @@ export function makeTempDir(prefix = 'gan-test-'): string {
 }
 
 export function removeTempDirs(): void {
+  // KEEP_TEST_DIRS=1 keeps every run directory (its log.jsonl) to read after a failure.
+  if (process.env.KEEP_TEST_DIRS) {
+    if (tempDirs.size > 0) console.error(`KEEP_TEST_DIRS: kept ${[...tempDirs].join(' ')}`);
+    tempDirs.clear();
+    return;
+  }
   for (const d of tempDirs) {
     rmSync(d, { recursive: true, force: true });
     tempDirs.delete(d);
