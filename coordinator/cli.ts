@@ -53,9 +53,10 @@ export async function startCoordinator(v: FlagValues, env: NodeJS.ProcessEnv = p
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
   const opts = ganOptionsFrom(v);
-  const implied = impliedPresetLine(presetChoice(v));
-  if (implied) log.info(implied.fields, implied.msg);
   const { config, source, snapshot, resumedFrom } = startOrResume(v, opts, runDir, log);
+  // A resume keeps the checkpoint's settings: no preset is applied then.
+  const implied = resumedFrom ? undefined : impliedPresetLine(presetChoice(v));
+  if (implied) log.info(implied.fields, implied.msg);
   const evaluation = await createPeriodicEvaluation(
     config,
     source,

@@ -51,6 +51,24 @@ describe('gan-train checkpoints, resume and --eval-every', () => {
     expect(existsSync(join(runDir, 'export', 'generator', 'model.json'))).toBe(true);
   }, HEAVY_TEST_MS * 2);
 
+  it('a resume applies only the flags given: --dataset ring8 (which implies its preset) does not put the preset\'s iterations back', async () => {
+    // Started with the preset implied by --dataset ring8, but a shorter run than the preset's.
+    const runDir = makeTempDir('gan-tr-preset-');
+    const start = ['--dataset', 'ring8', '--sample-every', '0', '--backend', 'wasm', '--run-dir', runDir];
+    const first = spawnCli('train', [...start, '--iterations', '8', '--checkpoint-every', '4'], { name: 'preset run' });
+    expect(eventsOf([await waitForEvent(first, 'preset_applied', RUN_MS)], 'preset_applied')).toHaveLength(1);
+    expect((await waitForEvent(first, 'run_finished', RUN_MS)).iterations).toBe(8);
+    expect(await waitForExit(first, EXIT_MS)).toEqual(CLEAN_EXIT);
+    // The same command line again, resuming from iteration 4: the run still ends at 8, not 3000.
+    const again = spawnCli('train', [...start, '--resume-from', join(runDir, 'checkpoints', '00000004')], { name: 'preset resume' });
+    const resumed = await waitForEvent(again, 'resumed', RUN_MS);
+    expect(resumed.iteration).toBe(4);
+    expect(resumed.changes).toEqual([]);
+    expect((await waitForEvent(again, 'run_finished', RUN_MS)).iterations).toBe(8);
+    expect(await waitForExit(again, EXIT_MS)).toEqual(CLEAN_EXIT);
+    expect(eventsOf(again.events, 'preset_applied')).toEqual([]);
+  }, HEAVY_TEST_MS * 2);
+
   it('a run directory with checkpoints is not overwritten without --resume', async () => {
     const runDir = makeTempDir('gan-tr-refuse-');
     await train(['--iterations', '4', '--run-dir', runDir, '--checkpoint-every', '0'], 'checkpointed');

@@ -62,8 +62,13 @@ export function ganOptionsFrom(v: FlagValues): GanOptions {
   return merged;
 }
 
-/** The training options given explicitly as flags (undefined where a flag was not given). */
-function explicitGanOptions(v: FlagValues): GanOptions {
+/**
+ * The training options given explicitly as flags (undefined where a flag was not given): what a
+ * resume applies. A preset's values are not among them: the checkpoint's config already holds
+ * what the run was started with, and `--dataset ring8 --resume` must not put the preset's
+ * iteration count back over a `--iterations` the run was started with.
+ */
+export function explicitGanOptions(v: FlagValues): GanOptions {
   const out: Record<string, unknown> = {};
   for (const [key, o] of Object.entries(GAN_OPTIONS) as [GanOptionKey, (typeof GAN_OPTIONS)[GanOptionKey]][]) {
     const raw = v[o.flag];

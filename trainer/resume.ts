@@ -8,6 +8,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FlagValues } from '../shared/cli.ts';
 import { mergeResumeConfig, resolveConfig, type GanConfig, type GanOptions } from '../shared/config.ts';
+import { explicitGanOptions } from './gan-flags.ts';
 import { loadDataSource } from './data/index.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
@@ -29,14 +30,18 @@ export interface RunStart {
   resumedFrom: { dir: string; changes: string[]; skipped: { dir: string; reason: string }[] } | null;
 }
 
-/** Resolves the run's config and starting state from the flags (--resume, --resume-from, --auto-resume). */
+/**
+ * Resolves the run's config and starting state from the flags (--resume, --resume-from,
+ * --auto-resume). `opts` (preset filled in) starts a new run; a resume applies only the flags
+ * given on its command line to the checkpoint's config.
+ */
 export function startOrResume(v: FlagValues, opts: GanOptions, runDir: string, log: Logger): RunStart {
   const autoResume = v['auto-resume'] === true && hasCheckpoints(runDir);
   const resumePath = typeof v['resume-from'] === 'string' ? v['resume-from'] : v.resume || autoResume ? runDir : null;
   if (resumePath) {
     const found = findResumeCheckpoint(resumePath);
     for (const s of found.skipped) log.warn({ event: 'warning', code: 'CHECKPOINT_CORRUPT', dir: s.dir, reason: s.reason }, 'damaged checkpoint skipped; trying the previous one');
-    const merged = mergeResumeConfig(found.loaded.manifest.config, opts);
+    const merged = mergeResumeConfig(found.loaded.manifest.config, explicitGanOptions(v));
     return { config: merged.config, source: loadDataSource(merged.config.train.dataset), snapshot: found.loaded.snapshot, resumedFrom: { dir: found.loaded.dir, changes: merged.changes, skipped: found.skipped } };
   }
   if (hasCheckpoints(runDir)) {

@@ -36,7 +36,8 @@ runMain(async () => {
   log.info({ event: 'run_started', mode: 'local', config, backend: backend.name, backendSkipped: backend.skipped, seed: config.train.seed, runDir }, 'run started');
   const chosen = backendChoiceLine(backend, (v.backend as 'auto') ?? 'auto');
   log.info({ event: 'backend_selected', ...chosen.fields }, chosen.msg);
-  const implied = impliedPresetLine(presetChoice(v));
+  // A resume keeps the checkpoint's settings: no preset is applied then.
+  const implied = resumedFrom ? undefined : impliedPresetLine(presetChoice(v));
   if (implied) log.info(implied.fields, implied.msg);
 
   const local = new LocalTrainer(config, source, snapshot);
