@@ -173,11 +173,17 @@ export class Coordinator implements PhaseExecutor {
     });
     const fanOut = opts.schedule.fanOut ?? 0;
     const verifying = (opts.schedule.verifyFraction ?? 0) > 0;
+    // Relay links are plain ws:// between workers: a digest guards the weights coming down, but
+    // the sums going up would cross them unencrypted and unauthenticated after the handshake,
+    // which is not what a user who asked for TLS expects. Until relays speak TLS, TLS means the star.
+    const overTls = opts.network.tls != null;
     if (fanOut > 0 && verifying) {
       // Verified shards are compared per worker and per shard; combined sums would hide who computed what.
       this.log.warn({ event: 'warning', code: 'RELAY_TREE_OFF', fanOut, verifyFraction: opts.schedule.verifyFraction }, '--fan-out is ignored with --verify-fraction > 0: verification compares per-worker results, so every worker reports to the coordinator directly (the star)');
+    } else if (fanOut > 0 && overTls) {
+      this.log.warn({ event: 'warning', code: 'RELAY_TREE_OFF', fanOut, tls: true }, '--fan-out is ignored with --tls-cert: relay links between workers are not encrypted, so every worker reports to the coordinator over TLS directly (the star)');
     }
-    this.tree = fanOut > 0 && !verifying ? new RelayTree(fanOut, this.log, { moved: (sessions) => this.scheduler.sendCurrentWeights(sessions) }) : null;
+    this.tree = fanOut > 0 && !verifying && !overTls ? new RelayTree(fanOut, this.log, { moved: (sessions) => this.scheduler.sendCurrentWeights(sessions) }) : null;
     this.scheduler = new Scheduler({
       config,
       source: opts.source,

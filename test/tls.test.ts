@@ -250,7 +250,7 @@ describe('wss:// between real processes', () => {
       const env = { GAN_TOKEN: 'tls-test-token' };
       const coordinator = spawnCli(
         'coordinator',
-        [...TRAIN_FLAGS, '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--status-interval', '0.5', '--tls-cert', cert, '--tls-key', key],
+        [...TRAIN_FLAGS, '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--status-interval', '0.5', '--tls-cert', cert, '--tls-key', key, '--fan-out', '2'],
         { env, name: 'coordinator' },
       );
       const listening = await waitForEvent(coordinator, 'listening', START_MS);
@@ -280,7 +280,8 @@ describe('wss:// between real processes', () => {
       expect(status.status).toBe(200);
       expect(status.body).toMatchObject({ iterations: 40, finished: false, iteration: 0 });
 
-      const good = spawnCli('worker', ['--coordinator', url, '--ca', cert, '--id', 'with-ca', '--backend', 'wasm'], { env, name: 'worker with-ca' });
+      // It offers to relay, but under TLS the tree is off (relay links would be plain ws://).
+      const good = spawnCli('worker', ['--coordinator', url, '--ca', cert, '--id', 'with-ca', '--backend', 'wasm', '--relay-listen', '127.0.0.1:0'], { env, name: 'worker with-ca' });
       await waitForEvent(good, 'welcomed', START_MS);
 
       const done = await waitForEvent(coordinator, 'run_finished', RUN_MS);
@@ -295,6 +296,8 @@ describe('wss:// between real processes', () => {
 
       const log = readLog(runDir);
       expect(eventsOf(log, 'worker_joined').map((e) => e.worker)).toEqual(['with-ca']);
+      expect(eventsOf(log, (e) => e.event === 'warning' && e.code === 'RELAY_TREE_OFF')).toMatchObject([{ fanOut: 2, tls: true }]);
+      expect(eventsOf(log, 'relay_placed')).toEqual([]);
       const handshake = eventsOf(log, (e) => e.event === 'warning' && e.code === 'TLS_HANDSHAKE_FAILED');
       expect(handshake.length).toBeGreaterThanOrEqual(1);
       expect(handshake[0].address).toBe('127.0.0.1');
