@@ -36,7 +36,7 @@ export const COORDINATOR_FLAGS: FlagTable = {
   linger: { type: 'string', value: '<s>', group: OUT, kind: 'number', help: 'after the run finishes, keep serving the dashboard, /status and report.html for s seconds (workers are released; Ctrl-C ends it)', default: 0 },
   'straggler-factor': { type: 'string', value: '<f>', group: SCHED, kind: 'number', help: 'duplicate a shard out longer than this x its expected time', default: 3 },
   'straggler-min-ms': { type: 'string', value: '<ms>', group: SCHED, kind: 'int', help: '...and out at least this long', default: 2000 },
-  'fan-out': { type: 'string', value: '<f>', group: NET, kind: 'int', help: 'relay tree: send each changed net to at most f workers, which forward it down (workers started with --relay-listen relay, others are leaves) and combine gradients on the way up; the coordinator link carries ~(f + 1) copies per phase, not 2N. 0: star. Off with --verify-fraction > 0', default: 0 },
+  'fan-out': { type: 'string', value: '<f>', group: NET, kind: 'int', help: 'relay tree: send each changed net to at most f workers, which forward it down (workers started with --relay-listen relay, others are leaves) and combine gradients on the way up; the coordinator link carries ~(f + 1) copies per phase, not 2N. 0: star. Off with --verify-fraction > 0 or --tls-cert', default: 0 },
   'verify-fraction': { type: 'string', value: '<p>', group: SCHED, kind: 'number', help: 'recompute this fraction of shards (0..1, drawn from the seed) on a second worker and compare bit for bit; a worker that differs is banned', default: 0 },
 };
 
