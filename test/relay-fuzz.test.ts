@@ -20,7 +20,7 @@ import { WebSocket } from 'ws';
 import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
 import { BYE_CODES, closeCodeFor, PROTOCOL_VERSION, type ByeCode, type SumMsg } from '../shared/protocol.ts';
 import { uniformSource } from '../shared/rng.ts';
-import { RelayServer, type RelayChild } from '../worker/relay-server.ts';
+import { RELAY_MAX_PENDING, RelayServer, type RelayChild } from '../worker/relay-server.ts';
 
 const SEED = Number(process.env.GAN_FUZZ_SEED ?? 20261208);
 const CASES = Number(process.env.GAN_FUZZ_CASES ?? 1200);
@@ -275,6 +275,37 @@ describe('a relay listener under hostile connections', () => {
       expect(Array.from(sums[0]!.msg.gradient)).toEqual(Array.from(gradient));
       expect(child.readyState).toBe(WebSocket.OPEN);
       child.close();
+    },
+    TEST_TIMEOUT,
+  );
+
+  it(
+    `refuses a flood of connections beyond ${RELAY_MAX_PENDING} before their ticket (1013, TOO_MANY_PENDING); the child gets in once they are gone`,
+    async () => {
+      const idle = await Promise.all(Array.from({ length: RELAY_MAX_PENDING }, () => connect(url)));
+      const extra = await connect(url);
+      expect(await closedOf(extra)).toEqual({ code: 1013, reason: 'TOO_MANY_PENDING' });
+      expect(warnings.filter((w) => w.code === 'HANDSHAKE_FLOOD').length).toBeGreaterThanOrEqual(1);
+      const gone = idle.map((ws) => closedOf(ws));
+      for (const ws of idle) ws.close(1000);
+      await Promise.all(gone);
+      // The server sees each close a moment after the client: try again while it is still counting them.
+      for (let attempt = 0; ; attempt++) {
+        const child = await connect(url);
+        const closed = closedOf(child).catch(() => null);
+        const welcomed = nextMessage(child).catch(() => null);
+        child.send(encode({ type: 'relay-hello', workerId: 'child', ticket: TICKETS.good }));
+        const first = await Promise.race([welcomed, closed]);
+        if (first instanceof Uint8Array) {
+          const msg = decode(first, LIMITS);
+          expect(msg.ok && msg.msg.type).toBe('relay-welcome');
+          child.close(1000);
+          break;
+        }
+        expect(first, 'refused for another reason than a full handshake queue').toMatchObject({ code: 1013 });
+        expect(attempt).toBeLessThan(50);
+        await new Promise((res) => setTimeout(res, 100));
+      }
     },
     TEST_TIMEOUT,
   );

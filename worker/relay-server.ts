@@ -21,6 +21,13 @@ import type { WorkerLog } from './worker-core.ts';
 
 const HANDSHAKE_BYTES = 16 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * Connections still before their ticket, at most: a relay has at most --fan-out children (16),
+ * and anyone who can reach the port can open connections, each holding a socket and a deadline
+ * until it is refused. The excess is closed at once with 1013 (try again later), as the
+ * coordinator does (maxPendingHandshakes).
+ */
+export const RELAY_MAX_PENDING = 32;
 
 export interface RelayChild {
   workerId: string;
@@ -50,6 +57,8 @@ export class RelayServer {
   /** workerId -> ticket this relay accepts (from the coordinator's latest tree message). */
   private accepted = new Map<string, Uint8Array>();
   private readonly children = new Set<RelayChild>();
+  /** Connections that have not yet presented a ticket. */
+  private pending = 0;
   bytesRelayed = 0;
 
   constructor(private readonly opts: RelayServerOptions) {}
@@ -108,6 +117,19 @@ export class RelayServer {
     const { log } = this.opts;
     // First: an 'error' without a listener would throw (a malformed frame from anyone emits one).
     ws.on('error', (err) => log.warn({ event: 'warning', code: 'RELAY_SOCKET_ERROR', address, err: clip(err.message) }, 'relay connection error'));
+    if (this.pending >= RELAY_MAX_PENDING) {
+      log.warn({ event: 'warning', code: 'HANDSHAKE_FLOOD', address, pending: this.pending }, 'too many relay connections still before their ticket; refusing this one');
+      ws.close(closeCodeFor('TOO_MANY_PENDING'), 'TOO_MANY_PENDING');
+      setTimeout(() => ws.terminate(), 1000).unref();
+      return;
+    }
+    this.pending++;
+    let waiting = true;
+    /** Leaves the pending count once: at the ticket, or when the connection ends before it. */
+    const settle = () => {
+      if (waiting) this.pending--;
+      waiting = false;
+    };
     let child: RelayChild | null = null;
     const refuse = (code: ByeCode, reason: string) => {
       log.warn({ event: 'warning', code, address, child: child?.workerId, reason }, `relay refuses a connection: ${reason}`);
@@ -119,6 +141,7 @@ export class RelayServer {
       if (!child) refuse('RELAY_HANDSHAKE', `no relay-hello within ${HANDSHAKE_TIMEOUT_MS} ms`);
     }, HANDSHAKE_TIMEOUT_MS);
     ws.on('close', () => {
+      settle();
       clearTimeout(timer);
       if (child) this.children.delete(child);
     });
@@ -136,6 +159,7 @@ export class RelayServer {
           return refuse('RELAY_TICKET', `${clip(msg.workerId)} presented no ticket this relay was told to accept`);
         }
         clearTimeout(timer);
+        settle();
         // A reconnect of the same child replaces its old connection.
         for (const c of this.children) if (c.workerId === msg.workerId) this.closeChild(c, 'REPLACED', 'a newer connection of the same child took over');
         child = { workerId: msg.workerId, ws, bytesIn: frame.byteLength, bytesOut: 0 };
