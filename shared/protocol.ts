@@ -16,7 +16,7 @@
  * Over 400 lines because it is the whole contract, every message and every close code, in one
  * place a reader of either side can check.
  */
-import { bad, checkShape, describe, f, intArray, Invalid, isPlainObject, int, MAX_INT, f32, keys, shape, UINT32_MAX, type DecodeErrorCode, type DecodeLimits, type Fields, type FieldType, type Infer, type Obj, type Shape } from './schema.ts';
+import { bad, checkShape, describe, f, intArray, Invalid, isPlainObject, int, MAX_INT, f32, keys, shape, str, UINT32_MAX, type DecodeErrorCode, type DecodeLimits, type Fields, type FieldType, type Infer, type Obj, type Shape } from './schema.ts';
 import { isAlignedBlock } from './tree-sum.ts';
 
 /**
@@ -153,6 +153,32 @@ export interface TreeChild {
   workerId: string;
   ticket: Uint8Array;
 }
+/**
+ * Why `url` cannot be a relay's address, or null when it can: '' (no listener) or a ws:// or
+ * wss:// URL with a host and no credentials. Children dial what a relay offers, so anything
+ * else (http:, ws+unix: sockets on the child's machine, user:pass@) is refused where it enters.
+ */
+export function relayUrlProblem(url: string): string | null {
+  if (url === '') return null;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'is not a URL';
+  }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') return `must be ws:// or wss://, not ${u.protocol}//`;
+  if (u.hostname === '') return 'has no host';
+  if (u.username !== '' || u.password !== '') return 'must not carry credentials';
+  return null;
+}
+
+const relayUrl = f.custom((o, k, p): string => {
+  const url = str(o, k, p, 0, 512);
+  const problem = relayUrlProblem(url);
+  if (problem) bad(`${p}.${k} ${problem}`);
+  return url;
+});
+
 function ticketOf(o: Obj, k: string, p: string, limits: DecodeLimits): Uint8Array {
   const t = intArray(o, k, p, limits, Uint8Array);
   if (t.length !== TICKET_BYTES) bad(`${p}.${k} must be ${TICKET_BYTES} bytes, got ${t.length}`);
@@ -338,7 +364,7 @@ export const MESSAGES = {
    * worker -> coordinator, once after a welcome with the `relay` feature: where children may dial
    * this worker (its --relay-listen / --relay-advertise URL), or '' for a leaf (behind NAT, no listener).
    */
-  'relay-offer': shape({ url: f.str(0, 512) }, ['type', 'protocol']),
+  'relay-offer': shape({ url: relayUrl }, ['type', 'protocol']),
 
   /**
    * coordinator -> worker: its place in the tree. parentUrl '' means the coordinator itself
@@ -347,7 +373,7 @@ export const MESSAGES = {
    */
   tree: shape(
     {
-      parentUrl: f.str(0, 512),
+      parentUrl: relayUrl,
       ticket: f.optional(f.custom((o, k, p, limits) => ticketOf(o, k, p, limits))),
       children: f.custom((o, k, p, limits): TreeChild[] => {
         const list = o[k];
@@ -463,7 +489,7 @@ export const MESSAGES = {
     {
       code: f.oneOf(RELAY_REPORT_CODES),
       /** The parent's URL as the worker knew it. */
-      parentUrl: f.str(0, 512),
+      parentUrl: relayUrl,
       net: f.optional(f.oneOf(NETS)),
       version: f.optional(f.int(0)),
       detail: f.str(0, 1024),

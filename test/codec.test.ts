@@ -298,6 +298,12 @@ describe('error codes', () => {
   it('BAD_FIELD names the field and what was wrong', () => {
     const cases: [Message['type'], (m: Record<string, any>) => void, string][] = [
       ['task', (m) => (m.shards[2].rows = 0), 'task.shards[2].rows must be an integer >= 1, got 0'],
+      // Children dial what a relay offers: only ws:// and wss:// hosts, never a local socket or a credential.
+      ['relay-offer', (m) => (m.url = 'ws+unix:/var/run/docker.sock:/containers/json'), 'relay-offer.url must be ws:// or wss://, not ws+unix://'],
+      ['relay-offer', (m) => (m.url = 'http://10.0.0.7:8700'), 'relay-offer.url must be ws:// or wss://, not http://'],
+      ['relay-offer', (m) => (m.url = 'not a url'), 'relay-offer.url is not a URL'],
+      ['relay-offer', (m) => (m.url = 'ws://user:pw@10.0.0.7:8700'), 'relay-offer.url must not carry credentials'],
+      ['tree', (m) => (m.parentUrl = 'file:///etc/passwd'), 'tree.parentUrl must be ws:// or wss://, not file://'],
       ['task', (m) => (m.shards[0].seed = 2 ** 32), 'task.shards[0].seed must be an integer in [0, 4294967295], got 4294967296'],
       ['task', (m) => (m.shards[0].seed = -1), 'task.shards[0].seed'],
       ['task', (m) => (m.taskId = 1.5), 'task.taskId must be an integer >= 0, got 1.5'],

@@ -147,3 +147,20 @@ describe('stopping a worker', () => {
     TEST_MS,
   );
 });
+
+describe('worker start-up errors', () => {
+  it(
+    '--relay-advertise must be a ws:// or wss:// URL (children dial it): one line error [BAD_RELAY_ADVERTISE], exit 2',
+    async () => {
+      for (const [url, why] of [['ws+unix:/var/run/docker.sock', 'must be ws:// or wss://, not ws+unix://'], ['10.0.0.7:8700', 'is not a URL'], ['ws://user:pw@10.0.0.7:8700', 'must not carry credentials']]) {
+        const w = spawnCli('worker', ['--coordinator', 'ws://127.0.0.1:9', '--backend', 'wasm', '--relay-listen', '127.0.0.1:0', '--relay-advertise', url]);
+        expect((await waitForExit(w, EXIT_MS)).code, url).toBe(2);
+        const { code, message } = errorLine(w);
+        expect(code).toBe('BAD_RELAY_ADVERTISE');
+        expect(message).toContain(why);
+        expect(eventsOf(w, 'connected')).toEqual([]);
+      }
+    },
+    TEST_MS,
+  );
+});

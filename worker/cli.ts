@@ -8,6 +8,7 @@ import { backendChoiceLine } from '../shared/backend-choice.ts';
 import { parseCli, printInfo } from '../shared/cli.ts';
 import { runMain } from '../shared/cli-main.ts';
 import { ConfigError } from '../shared/errors.ts';
+import { relayUrlProblem } from '../shared/protocol.ts';
 import { createLogger } from '../shared/log.ts';
 import { loadCaFile } from '../shared/tls.ts';
 import { installSocketErrorGuard } from '../shared/socket-guard.ts';
@@ -108,7 +109,8 @@ function parseListen(v: unknown): { host: string; port: number } | undefined {
 
 function relayAdvertise(v: unknown): string | undefined {
   if (typeof v !== 'string') return undefined;
-  if (!/^wss?:\/\/./.test(v)) throw new ConfigError('BAD_RELAY_ADVERTISE', `--relay-advertise must be a ws:// URL children can dial, got '${v}'`);
+  const problem = v === '' ? 'is empty' : relayUrlProblem(v);
+  if (problem) throw new ConfigError('BAD_RELAY_ADVERTISE', `--relay-advertise must be a ws:// or wss:// URL children can dial (e.g. ws://203.0.113.7:8700); '${v}' ${problem}`);
   return v;
 }
 
