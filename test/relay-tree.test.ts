@@ -158,7 +158,7 @@ describe('relay tree', () => {
       expect(await attempt(encode({ type: 'relay-hello', workerId: 'nobody', ticket: new Uint8Array(16).fill(1) }))).toBe(WS_CLOSE.authFailed);
       expect(await attempt(new Packr({ moreTypes: true }).pack({ type: 'relay-hello', protocol: PROTOCOL_VERSION, workerId: 'r3' }))).toBe(WS_CLOSE.protocolError);
       expect(await attempt(new Uint8Array([0xc1, 0xff, 0x00]))).toBe(WS_CLOSE.protocolError);
-      expect(await attempt(encode({ type: 'sum', iteration: 0, phase: 'D', dStep: 0, shardCount: 8, firstShard: 0, count: 8, gradient: new Float32Array(4), stats: { loss: 0, dReal: 0, dFake: 0 } }))).toBe(WS_CLOSE.protocolError);
+      expect(await attempt(encode({ type: 'sum', iteration: 0, phase: 'D', dStep: 0, shardCount: 8, firstShard: 0, count: 8, gradient: new Float32Array(4), offset: 0, total: 4, stats: { loss: 0, dReal: 0, dFake: 0 } }))).toBe(WS_CLOSE.protocolError);
 
       const { hash, summary } = await finish(c, workers);
       expect(hash).toBe(reference.fp32);
