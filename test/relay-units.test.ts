@@ -10,11 +10,12 @@ import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { decode, encode } from '../shared/codec.ts';
 import type { WireFormat } from '../shared/protocol.ts';
-import { isRange, SumAssembly } from '../shared/sum-chunks.ts';
+import { isRange, SUM_CHUNK_VALUES, SumAssembly } from '../shared/sum-chunks.ts';
 import { blockRawSum, blockKey, decomposeRange, planBlocks, quantizerFor, shrinkNode, treeAverage, type ShardBlock } from '../shared/tree-sum.ts';
 import { PhaseRun, type Assignee } from '../coordinator/phase-run.ts';
 import type { PhasePlan } from '../trainer/training-state.ts';
-import { chunkFrames, WeightsAssembly } from '../shared/weights-chunks.ts';
+import { chunkFrames, RELAY_CHUNK_BYTES, WeightsAssembly } from '../shared/weights-chunks.ts';
+import { relayTuning } from '../coordinator/relay-tree.ts';
 import { SumCombiner, type SumEntry } from '../worker/sum-combiner.ts';
 
 const LIMITS = { maxFrameBytes: 1 << 26, maxFloats: 1 << 22 };
@@ -371,5 +372,15 @@ describe('PhaseRun with relay groups', () => {
     const run = new PhaseRun<W>(plan(6), { factor: 3, minMs: 1000 });
     const out = run.assignUnassigned(workers, 0, (w) => w.group);
     expect(out.flatMap((a) => a.shardIds).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});
+
+describe('relayTuning', () => {
+  it('takes the chunk sizes from the environment, else the defaults; a bad value is a configuration error with a stable code', () => {
+    expect(relayTuning({})).toEqual({ sumChunk: SUM_CHUNK_VALUES, weightsChunkBytes: RELAY_CHUNK_BYTES });
+    expect(relayTuning({ GAN_RELAY_SUM_CHUNK: '2048', GAN_RELAY_CHUNK_BYTES: '16384' })).toEqual({ sumChunk: 2048, weightsChunkBytes: 16384 });
+    for (const env of [{ GAN_RELAY_SUM_CHUNK: '1000' }, { GAN_RELAY_SUM_CHUNK: '0' }, { GAN_RELAY_CHUNK_BYTES: '12' }, { GAN_RELAY_CHUNK_BYTES: 'big' }]) {
+      expect(() => relayTuning(env)).toThrow(expect.objectContaining({ name: 'ConfigError', code: 'BAD_RELAY_TUNING' }));
+    }
   });
 });
