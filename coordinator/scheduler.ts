@@ -78,9 +78,9 @@ export class Scheduler {
   private expectSent = new Map<number, string>();
   /** Per relay (sessionId): the bounded wait of its last relay-expect (ms). */
   private expectWait = new Map<number, number>();
-  /** Per tree worker (sessionId): blocks it reported done this phase (receipts) whose sums must come up the tree. */
   /** The current phase's sums being put back together from their ranges. */
   private sumParts: { run: PhaseRun<WorkerSession>; parts: SumAssembly } | null = null;
+  /** Per tree worker (sessionId): blocks it reported done this phase (receipts) whose sums must come up the tree. */
   private receipted = new Map<number, { at: number; shards: number[]; parent: number | undefined }[]>();
 
   constructor(private readonly d: SchedulerDeps) {}
