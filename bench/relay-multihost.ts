@@ -1,5 +1,5 @@
 /**
- * npm run bench:relay-multihost -- [--rate 100] [--workers 1,4,8] [--fan-out 0,2] [--width 256] [--iterations 12]
+ * npm run bench:relay-multihost -- [--rate 100] [--workers 1,4,8] [--fan-out 0,2] [--width 256] [--iterations 12] [--sum-chunk n] [--chunk-bytes n]
  *
  * Iteration time against N, star against relay tree, with EVERY host's link capped (tc tbf,
  * test/helpers/netns.ts): one namespace for the coordinator and one per worker, each eth0 capped at
@@ -9,8 +9,16 @@
  * median `wallS` of the coordinator's per-iteration progress lines (--log-every 1) after the
  * workers joined and a 4-iteration warm-up, and the coordinator's eth0 bytes per iteration.
  *
- * Needs root, iproute2 and sch_tbf. Everything it creates is deleted at the end.
+ * --sum-chunk (values per range of a sum going up) and --chunk-bytes (bytes per weights chunk
+ * going down) set the coordinator's GAN_RELAY_SUM_CHUNK / GAN_RELAY_CHUNK_BYTES, to measure the
+ * sizes; without them the defaults.
+ *
+ * Needs root, iproute2 and sch_tbf. Everything it creates is deleted at the end. Results:
+ * bench/results/relay-multihost-<date>.{json,md} (with the command and the load average).
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { COMMON_FLAGS, helpText, parseFlags, type FlagTable } from '../shared/cli.ts';
 import { median } from './lib/accounting.ts';
@@ -23,6 +31,8 @@ const OPTIONS: FlagTable = {
   'fan-out': { type: 'string', value: '<list>', help: 'comma-separated fan-outs; 0 is the star', defaultText: '0,2' },
   width: { type: 'string', value: '<n>', kind: 'int', help: "mlp2d's hidden width (sets the bytes per copy)", defaultText: '256' },
   iterations: { type: 'string', value: '<n>', kind: 'int', help: 'iterations measured per configuration', defaultText: '12' },
+  'sum-chunk': { type: 'string', value: '<n>', kind: 'int', help: 'values per range of a sum going up (GAN_RELAY_SUM_CHUNK)', defaultText: "the coordinator's default" },
+  'chunk-bytes': { type: 'string', value: '<n>', kind: 'int', help: 'bytes per weights chunk going down (GAN_RELAY_CHUNK_BYTES)', defaultText: "the coordinator's default" },
   help: COMMON_FLAGS.help,
 };
 const v = parseFlags(process.argv.slice(2), OPTIONS);
@@ -36,6 +46,10 @@ const workerCounts = arg('workers', '1,4,8').split(',').map(Number);
 const fanOuts = arg('fan-out', '0,2').split(',').map(Number);
 const width = arg('width', '256');
 const measure = Number(arg('iterations', '12'));
+const tuningEnv: Record<string, string> = {
+  ...(typeof v['sum-chunk'] === 'string' ? { GAN_RELAY_SUM_CHUNK: v['sum-chunk'] as string } : {}),
+  ...(typeof v['chunk-bytes'] === 'string' ? { GAN_RELAY_CHUNK_BYTES: v['chunk-bytes'] as string } : {}),
+};
 const WARMUP = 4;
 const PORT = 8600;
 const TOKEN = randomBytes(16).toString('hex');
@@ -49,7 +63,7 @@ async function runConfig(net: Network, n: number, fanOut: number): Promise<Recor
   const coordinator = spawnCli(
     'coordinator',
     ['--dataset', 'ring8', '--preset', 'none', '--model', 'mlp2d', '--width', width, '--batch-size', '64', '--shards', '8', '--iterations', '100000000', '--host', '0.0.0.0', '--port', String(PORT), '--run-dir', runDir, '--sample-every', '0', '--checkpoint-every', '0', '--log-every', '1', '--status-interval', '3600', '--straggler-min-ms', '600000', '--backend', 'wasm', '--fan-out', String(fanOut)],
-    { prefix: net.exec('coordinator'), env: { GAN_TOKEN: TOKEN }, name: `coordinator f${fanOut} n${n}` },
+    { prefix: net.exec('coordinator'), env: { GAN_TOKEN: TOKEN, ...tuningEnv }, name: `coordinator f${fanOut} n${n}` },
   );
   try {
     await waitForEvent(coordinator, 'listening', 90_000);
@@ -89,6 +103,8 @@ async function main(): Promise<void> {
   const hosts = ['coordinator', ...Array.from({ length: maxN }, (_, i) => `w${i + 1}`)];
   const net = createNetwork({ tag: `grl${process.pid.toString(36)}`, subnet: `10.231.${process.pid % 200}`, hosts });
   const rows: Record<string, unknown>[] = [];
+  const date = new Date().toISOString().replace(/\..*$/, '').replace(/:/g, '-');
+  const loadAtStart = loadavg().map((x) => x.toFixed(2)).join(' ');
   try {
     for (const h of hosts) net.cap(h, { bitsPerSec: rateMbit * 1e6 });
     for (const n of workerCounts) {
@@ -103,10 +119,24 @@ async function main(): Promise<void> {
     net.destroy();
     removeTempDirs();
   }
-  console.log(`\n${rateMbit} Mbit/s on every host, ring8 mlp2d width ${width}, 8 shards, median of ${measure} iterations:`);
-  console.log('| workers | fan-out | s / iteration | coordinator MB sent / it | MB received / it |');
-  console.log('| --- | --- | --- | --- | --- |');
-  for (const r of rows) console.log(`| ${String(r.workers)} | ${String(r.fanOut)} | ${String(r.medianIterationS)} | ${String(r.coordinatorTxMBPerIteration)} | ${String(r.coordinatorRxMBPerIteration)} |`);
+  const loadAtEnd = loadavg().map((x) => x.toFixed(2)).join(' ');
+  const command = `npm run bench:relay-multihost${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+  const lines = [
+    `${command}`,
+    '',
+    `${rateMbit} Mbit/s on every host, ring8 mlp2d width ${width}, 8 shards, median of ${measure} iterations; ${cpus().length} CPUs, load average ${loadAtStart} at the start, ${loadAtEnd} at the end${Object.keys(tuningEnv).length ? `; ${Object.entries(tuningEnv).map(([k, x]) => `${k}=${x}`).join(' ')}` : ''}:`,
+    '',
+    '| workers | fan-out | s / iteration | coordinator MB sent / it | MB received / it |',
+    '| --- | --- | --- | --- | --- |',
+    ...rows.map((r) => `| ${String(r.workers)} | ${String(r.fanOut)} | ${String(r.medianIterationS)} | ${String(r.coordinatorTxMBPerIteration)} | ${String(r.coordinatorRxMBPerIteration)} |`),
+  ];
+  console.log(`\n${lines.join('\n')}`);
+  const outDir = join(import.meta.dirname, 'results');
+  mkdirSync(outDir, { recursive: true });
+  const base = join(outDir, `relay-multihost-${date}`);
+  writeFileSync(`${base}.json`, JSON.stringify({ date, command, rateMbit, width, measure, cpus: cpus().length, loadAtStart, loadAtEnd, node: process.version, tuning: tuningEnv, rows }, null, 2) + '\n');
+  writeFileSync(`${base}.md`, lines.join('\n') + '\n');
+  console.log(`results: ${base}.{json,md}`);
 }
 
 main().catch((err: unknown) => {

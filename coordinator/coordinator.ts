@@ -296,9 +296,10 @@ export class Coordinator implements PhaseExecutor {
     }
     session.assumeSpeedOf(this.readyWorkers);
     // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them;
-    // rows-u8 only where the data set is 8-bit.
+    // rows-u8 only where the data set is 8-bit; relay only with sum-chunks (a worker whose sums
+    // are whole, an older build, stays in the star: the tree's relays combine ranges).
     const rowCodes = this.scheduler.rowCodes();
-    session.enterReady(PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null) && (f !== 'relay' || this.tree !== null)));
+    session.enterReady(PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null) && (f !== 'relay' || (this.tree !== null && session.capabilities.includes('sum-chunks'))) && (f !== 'sum-chunks' || this.tree !== null)));
     this.server.admitted(session);
     const { weights, versions } = this.state;
     session.send({

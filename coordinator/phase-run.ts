@@ -373,15 +373,25 @@ export class PhaseRun<W extends Assignee> {
    * duplicates change nothing. Not for verified shards (the tree is off with --verify-fraction).
    */
   acceptRelayed(relay: W, block: ShardBlock, result: ShardResult, vouches: (holder: W) => boolean): ResultVerdict {
-    const shards = this.plan.shards.length;
-    if (!isAlignedBlock(block.first, block.count, shards)) return 'not-assigned';
-    const ids = blockShards(block, shards);
-    if (ids.some((id) => this.verified.has(id))) return 'not-assigned';
-    if (!ids.every((id) => [...(this.holders.get(id) ?? [])].some(vouches))) return 'not-assigned';
+    if (!this.mayRelay(block, vouches)) return 'not-assigned';
+    const ids = blockShards(block, this.plan.shards.length);
     if (ids.every((id) => this.results[id])) return 'duplicate';
     const node = { first: block.first, count: block.count };
     for (const id of ids) if (!this.results[id]) this.finish(id, result, [relay], node);
     return 'accepted';
+  }
+
+  /**
+   * Whether a relay may send this block up (acceptRelayed's check, also made for each range of a
+   * sum before it is kept): an aligned block, no verified shard, every shard held by a worker the
+   * relay vouches for.
+   */
+  mayRelay(block: ShardBlock, vouches: (holder: W) => boolean): boolean {
+    const shards = this.plan.shards.length;
+    if (!isAlignedBlock(block.first, block.count, shards)) return false;
+    const ids = blockShards(block, shards);
+    if (ids.some((id) => this.verified.has(id))) return false;
+    return ids.every((id) => [...(this.holders.get(id) ?? [])].some(vouches));
   }
 
   /**

@@ -15,8 +15,12 @@
  * an old ticket cannot reach a new parent.
  */
 import { randomBytes } from 'node:crypto';
+import { ConfigError } from '../shared/errors.ts';
+import { HALF_BLOCK } from '../shared/float16.ts';
 import type { Logger } from '../shared/log.ts';
-import { MAX_TREE_CHILDREN } from '../shared/protocol.ts';
+import { MAX_CHUNK_BYTES, MAX_TREE_CHILDREN } from '../shared/protocol.ts';
+import { SUM_CHUNK_VALUES } from '../shared/sum-chunks.ts';
+import { RELAY_CHUNK_BYTES } from '../shared/weights-chunks.ts';
 import { RelayPlan, ROOT, type Move } from './relay-plan.ts';
 import type { WorkerSession } from './session.ts';
 
@@ -39,6 +43,33 @@ export interface RelayTreeEvents {
   moved(sessions: WorkerSession[]): void;
 }
 
+/** Range and chunk sizes of the tree's traffic (docs/performance.md "Relay tree"). */
+export interface RelayTuning {
+  /** Values per range of a sum going up (a multiple of the fp16 scale block). */
+  sumChunk: number;
+  /** Bytes per weights-chunk going down. */
+  weightsChunkBytes: number;
+}
+
+/**
+ * The sizes from GAN_RELAY_SUM_CHUNK and GAN_RELAY_CHUNK_BYTES, else the defaults. Environment
+ * knobs, not flags: they exist to measure the chunk sizes (bench:relay-multihost), the defaults
+ * are the measured choice.
+ */
+export function relayTuning(env: Record<string, string | undefined> = process.env): RelayTuning {
+  const read = (name: string, dflt: number, ok: (n: number) => boolean, rule: string): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return dflt;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || !ok(n)) throw new ConfigError('BAD_RELAY_TUNING', `${name}=${raw}: it must be ${rule}`);
+    return n;
+  };
+  return {
+    sumChunk: read('GAN_RELAY_SUM_CHUNK', SUM_CHUNK_VALUES, (n) => n >= HALF_BLOCK && n % HALF_BLOCK === 0 && n <= 1 << 26, `a multiple of ${HALF_BLOCK} values`),
+    weightsChunkBytes: read('GAN_RELAY_CHUNK_BYTES', RELAY_CHUNK_BYTES, (n) => n >= 1024 && n <= MAX_CHUNK_BYTES, `1024 to ${MAX_CHUNK_BYTES} bytes`),
+  };
+}
+
 export class RelayTree {
   private readonly plan: RelayPlan;
   private readonly members = new Map<number, Member>();
@@ -55,6 +86,7 @@ export class RelayTree {
     readonly fanOut: number,
     private readonly log: Logger,
     private readonly events: RelayTreeEvents,
+    readonly tuning: RelayTuning = relayTuning(),
   ) {
     if (fanOut > MAX_TREE_CHILDREN) throw new RangeError(`--fan-out is at most ${MAX_TREE_CHILDREN}`);
     this.plan = new RelayPlan(fanOut);
@@ -264,6 +296,7 @@ export class RelayTree {
       parentUrl: p ? p.url : '',
       ...(p ? { ticket: m.ticket } : {}),
       children: this.plan.childrenOf(id).map((c) => ({ workerId: this.members.get(c)!.session.workerId, ticket: this.members.get(c)!.ticket })),
+      sumChunk: this.tuning.sumChunk,
     });
   }
 }

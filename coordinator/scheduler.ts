@@ -16,7 +16,8 @@ import { chunkFrames } from '../shared/weights-chunks.ts';
 import type { RelayTree } from './relay-tree.ts';
 import type { RelayTreeMsg } from './session.ts';
 import type { NetLayout } from '../shared/models.ts';
-import { blockKey, blockShards } from '../shared/tree-sum.ts';
+import { isRange, SumAssembly } from '../shared/sum-chunks.ts';
+import { blockKey, blockShards, quantizerFor } from '../shared/tree-sum.ts';
 import type { PhaseSummary, TrainingState } from '../trainer/training-state.ts';
 import { PhaseRun, type Assignment, type StragglerPolicy } from './phase-run.ts';
 import type { RunProgress } from './run-progress.ts';
@@ -77,6 +78,8 @@ export class Scheduler {
   private expectSent = new Map<number, string>();
   /** Per relay (sessionId): the bounded wait of its last relay-expect (ms). */
   private expectWait = new Map<number, number>();
+  /** The current phase's sums being put back together from their ranges. */
+  private sumParts: { run: PhaseRun<WorkerSession>; parts: SumAssembly } | null = null;
   /** Per tree worker (sessionId): blocks it reported done this phase (receipts) whose sums must come up the tree. */
   private receipted = new Map<number, { at: number; shards: number[]; parent: number | undefined }[]>();
 
@@ -114,6 +117,7 @@ export class Scheduler {
     this.expectSent.clear();
     this.expectWait.clear();
     this.receipted.clear();
+    this.sumParts = null;
     this.warnIfWorkersIdle(plan.shards.length);
     progress.beginPhase();
     const tDispatch = performance.now();
@@ -351,22 +355,35 @@ export class Scheduler {
     this.wake();
   }
 
-  /** A combined block from a top-level child of the tree: counted when its subtree was handed every shard of it. */
+  /**
+   * A range of a combined block from a top-level child of the tree (shared/sum-chunks.ts): kept
+   * when its subtree was handed every shard of the block; a block counts once all its ranges are
+   * in (SumAssembly, which also completes a block from ranges of blocks inside it).
+   */
   private onSum(session: WorkerSession, msg: RelayTreeMsg & { type: 'sum' }): void {
     const { tree, log } = this.d;
     const expected = this.d.layout[msg.phase as Net].total;
-    if (msg.gradient.length !== expected) return this.d.server.reject(session, 'GRADIENT_SIZE', `sum for ${msg.phase} has ${msg.gradient.length} values; the model has ${expected}`);
+    const chunk = tree!.tuning.sumChunk;
+    if (msg.total !== expected) return this.d.server.reject(session, 'GRADIENT_SIZE', `sum for ${msg.phase} has ${msg.total} values; the model has ${expected}`);
+    if (!isRange(msg.offset, msg.gradient.length, msg.total, chunk)) return this.d.server.reject(session, 'GRADIENT_SIZE', `sum range [${msg.offset}, ${msg.offset} + ${msg.gradient.length}) of ${msg.total} values is not a range of ${chunk} values`);
     session.proveAlive();
-    tree!.counters.sumsReceived++;
+    if (msg.offset === 0) tree!.counters.sumsReceived++;
     const run = this.phase;
     const current = run && run.plan.iteration === msg.iteration && run.plan.phase === msg.phase && run.plan.dStep === msg.dStep && msg.shardCount === run.plan.shards.length;
-    if (!current) return void log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, 'late sum for a finished phase dropped');
-    const verdict = run.acceptRelayed(session, { first: msg.firstShard, count: msg.count }, { gradient: msg.gradient, loss: msg.stats.loss, dReal: msg.stats.dReal, dFake: msg.stats.dFake }, (holder) => tree!.vouches(session, holder));
-    if (verdict === 'not-assigned') {
+    if (!current) return void log.debug({ worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count, offset: msg.offset }, 'late sum for a finished phase dropped');
+    const block = { first: msg.firstShard, count: msg.count };
+    const vouches = (holder: WorkerSession) => tree!.vouches(session, holder);
+    if (!run.mayRelay(block, vouches)) {
       // Dropped, not fatal: a child that died after its sum reached the relay has no holder any more.
-      tree!.counters.sumsDropped++;
-      log.warn({ event: 'warning', code: 'SUM_NOT_ASSIGNED', worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, `sum for shards [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) that ${session.workerId}'s subtree does not hold; dropped`);
+      if (msg.offset === 0) {
+        tree!.counters.sumsDropped++;
+        log.warn({ event: 'warning', code: 'SUM_NOT_ASSIGNED', worker: session.label, iteration: msg.iteration, phase: msg.phase, firstShard: msg.firstShard, count: msg.count }, `sum for shards [${msg.firstShard}, ${msg.firstShard} + ${msg.count}) that ${session.workerId}'s subtree does not hold; dropped`);
+      }
+      return;
     }
+    if (this.sumParts?.run !== run) this.sumParts = { run, parts: new SumAssembly(run.plan.shards.length, expected, chunk, quantizerFor(this.d.wire)) };
+    const whole = this.sumParts.parts.add({ block, offset: msg.offset, values: msg.gradient, stats: msg.stats });
+    for (const w of whole) run.acceptRelayed(session, w.block, { gradient: w.gradient, loss: w.stats.loss, dReal: w.stats.dReal, dFake: w.stats.dFake }, () => true);
     this.wake();
   }
 
@@ -509,7 +526,7 @@ export class Scheduler {
       s.known[net] = version;
     }
     if (tree && head && frame) {
-      const chunks = chunkFrames(frame, net, version);
+      const chunks = chunkFrames(frame, net, version, tree.tuning.weightsChunkBytes);
       for (const s of tree.topLevel()) for (const c of chunks) s.sendFrame(c);
       tree.noteBroadcast(chunks.reduce((a, c) => a + c.byteLength, 0));
     }

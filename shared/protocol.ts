@@ -17,6 +17,7 @@
  * place a reader of either side can check.
  */
 import { bad, checkShape, describe, f, intArray, Invalid, isPlainObject, int, MAX_INT, f32, keys, shape, str, UINT32_MAX, type DecodeErrorCode, type DecodeLimits, type Fields, type FieldType, type Infer, type Obj, type Shape } from './schema.ts';
+import { HALF_BLOCK } from './float16.ts';
 import { isAlignedBlock } from './tree-sum.ts';
 
 /**
@@ -57,8 +58,12 @@ export const MAX_TASK_SHARDS = 4096;
  *    tree"): after the welcome it sends relay-offer, takes weights as weights-head + weights-chunk
  *    and sends its gradients up the tree as sum messages (receipt to the coordinator) once a tree
  *    message placed it. Without the feature (older or browser workers) it stays in the star.
+ *  - sum-chunks: sums go up in element ranges (sum.offset/total, tree.sumChunk). The coordinator
+ *    turns `relay` on only together with it, so a worker of a build whose sums were whole (it
+ *    lists `relay` alone) stays in the star, and a worker of this build under such a coordinator
+ *    (which turns `relay` on without `sum-chunks`) stays out of the tree too.
  */
-export const PROTOCOL_FEATURES = ['timing', 'rows-u8', 'relay'] as const;
+export const PROTOCOL_FEATURES = ['timing', 'rows-u8', 'relay', 'sum-chunks'] as const;
 export type ProtocolFeature = (typeof PROTOCOL_FEATURES)[number];
 
 const wireOfLimits = (limits: DecodeLimits): WireFormat => limits.wire ?? 'fp32';
@@ -391,6 +396,12 @@ export const MESSAGES = {
         });
         return list as TreeChild[];
       }),
+      /** Values per range of a sum (a multiple of the fp16 wire's scale block, shared/sum-chunks.ts). */
+      sumChunk: f.custom((o, k, p) => {
+        const n = int(o, k, p, HALF_BLOCK, MAX_INT);
+        if (n % HALF_BLOCK !== 0) bad(`${p}.sumChunk is ${n}; it must be a multiple of ${HALF_BLOCK}`);
+        return n;
+      }),
     },
     ['type', 'protocol'],
   ),
@@ -464,6 +475,15 @@ export const MESSAGES = {
         return count;
       }),
       gradient: f.floats(wireOfLimits),
+      /**
+       * The element range this frame carries: gradient[i] is element offset + i of the block's
+       * flat gradient of `total` values. Sums travel in ranges of the tree message's `sumChunk`
+       * values (shared/sum-chunks.ts) so a relay forwards range k as soon as its children's
+       * range k is in, not after their whole sums.
+       */
+      offset: f.int(0),
+      /** The block's whole length; the receiver checks it against the model and the range against sumChunk. */
+      total: f.int(1),
       stats: f.map({ loss: f.finite(), dReal: f.finite(), dFake: f.finite() }),
     },
     ['type', 'protocol'],

@@ -11,8 +11,13 @@
 import { encode } from './codec.ts';
 import type { Net, WeightsChunkMsg, WeightsHeadMsg } from './protocol.ts';
 
-/** Chunk payload the coordinator sends: small enough that a relay forwards early, large enough that framing is noise. */
-export const RELAY_CHUNK_BYTES = 128 * 1024;
+/**
+ * Chunk payload the coordinator sends: small enough that a relay forwards early, large enough that
+ * framing is noise. Each level of the tree adds one chunk of latency (2.6 ms at 100 Mbit/s for
+ * 32 KiB), which matters in a deep tree: in a chain of 8 (--fan-out 1) 128 KiB chunks cost ~63 ms
+ * more per phase, and 32 KiB measured faster in paired runs (docs/performance.md "Relay tree").
+ */
+export const RELAY_CHUNK_BYTES = 32 * 1024;
 
 /** The weights-chunk frames carrying `frame` (an encoded weights message), in order. */
 export function chunkFrames(frame: Uint8Array, net: Net, version: number, chunkBytes = RELAY_CHUNK_BYTES): Uint8Array[] {

@@ -52,7 +52,7 @@ function randomValue(r: Rng, depth = 0): unknown {
     default: return { type: pick(r, TYPES), protocol: PROTOCOL_VERSION };
   }
 }
-const FIELDS = ['type', 'protocol', 'workerId', 'ticket', 'iteration', 'phase', 'dStep', 'shardCount', 'firstShard', 'count', 'gradient', 'stats', 'net', 'data', '__proto__', 'constructor'];
+const FIELDS = ['type', 'protocol', 'workerId', 'ticket', 'iteration', 'phase', 'dStep', 'shardCount', 'firstShard', 'count', 'gradient', 'offset', 'total', 'stats', 'net', 'data', '__proto__', 'constructor'];
 const TYPES = ['relay-hello', 'relay-welcome', 'sum', 'weights-chunk', 'hello', 'auth', 'result', 'tree', '', 'Relay-Hello'];
 
 function validSum(r: Rng): Record<string, unknown> {
@@ -68,6 +68,8 @@ function validSum(r: Rng): Record<string, unknown> {
     firstShard: count * int(r, shardCount / count),
     count,
     gradient: new Float32Array(64).map(() => r() - 0.5),
+    offset: 0,
+    total: 64,
     stats: { loss: 0.5, dReal: 0.4, dFake: 0.6 },
   };
 }
@@ -267,7 +269,7 @@ describe('a relay listener under hostile connections', () => {
       expect(Buffer.from(await got).equals(Buffer.from(chunk))).toBe(true);
       // ...and its sum reaches the relay intact.
       const gradient = Float32Array.from({ length: 8 }, (_, i) => i / 8);
-      child.send(encode({ type: 'sum', iteration: 7, phase: 'G', dStep: 0, shardCount: 4, firstShard: 2, count: 2, gradient, stats: { loss: 1, dReal: 0.5, dFake: 0.25 } }));
+      child.send(encode({ type: 'sum', iteration: 7, phase: 'G', dStep: 0, shardCount: 4, firstShard: 2, count: 2, gradient, offset: 0, total: gradient.length, stats: { loss: 1, dReal: 0.5, dFake: 0.25 } }));
       const deadline = Date.now() + 20_000;
       while (sums.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       expect(sums).toHaveLength(1);

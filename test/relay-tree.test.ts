@@ -32,9 +32,16 @@ interface Coord {
   url: string;
 }
 
-async function startCoordinator(extra: string[]): Promise<Coord> {
+/**
+ * Small sum ranges and weights chunks, so a tiny model's sums travel as several ranges (mlp2d's
+ * nets have a few thousand values, under the default 8192 per range) and its weights as several
+ * chunks: the pipelined paths run in real processes, not only in test/relay-units.test.ts.
+ */
+const SMALL_CHUNKS = { GAN_RELAY_SUM_CHUNK: '512', GAN_RELAY_CHUNK_BYTES: '4096' };
+
+async function startCoordinator(extra: string[], env: Record<string, string> = {}): Promise<Coord> {
   const runDir = makeTempDir('gan-relay-');
-  const proc = spawnCli('coordinator', [...TRAIN_FLAGS, '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--status-interval', '0.5', ...extra], { name: 'coordinator' });
+  const proc = spawnCli('coordinator', [...TRAIN_FLAGS, '--host', '127.0.0.1', '--port', '0', '--run-dir', runDir, '--sample-every', '0', '--status-interval', '0.5', ...extra], { name: 'coordinator', env });
   const listening = await waitForEvent(proc, 'listening', START_MS);
   return { proc, runDir, url: `ws://127.0.0.1:${Number(listening.port)}` };
 }
@@ -105,7 +112,7 @@ describe('relay tree', () => {
   it(
     'a chain (--fan-out 1) of 4 workers gives gan-train\'s hash; one copy of each net leaves the coordinator',
     async () => {
-      const c = await startCoordinator(['--fan-out', '1']);
+      const c = await startCoordinator(['--fan-out', '1'], SMALL_CHUNKS);
       const workers = await startAll(c, ['a', 'b', 'c', 'd']);
       // Whoever joins first heads the chain; each next one hangs under the one before.
       const placed = eventsOf(c.proc, 'relay_placed');
@@ -129,7 +136,7 @@ describe('relay tree', () => {
   it(
     '--fan-out 2 with 4 workers (one a leaf without a listener): gan-train\'s hash; a wrong or missing ticket is refused',
     async () => {
-      const c = await startCoordinator(['--fan-out', '2']);
+      const c = await startCoordinator(['--fan-out', '2'], SMALL_CHUNKS);
       const workers = await startAll(c, ['r1', 'r2', 'r3', 'leaf'], [PACED, PACED, PACED, { ...PACED, relay: false }]);
       const placed = eventsOf(c.proc, 'relay_placed');
       expect(placed.find((e) => e.worker === 'leaf')!.relay).toBe(false);
@@ -158,7 +165,7 @@ describe('relay tree', () => {
       expect(await attempt(encode({ type: 'relay-hello', workerId: 'nobody', ticket: new Uint8Array(16).fill(1) }))).toBe(WS_CLOSE.authFailed);
       expect(await attempt(new Packr({ moreTypes: true }).pack({ type: 'relay-hello', protocol: PROTOCOL_VERSION, workerId: 'r3' }))).toBe(WS_CLOSE.protocolError);
       expect(await attempt(new Uint8Array([0xc1, 0xff, 0x00]))).toBe(WS_CLOSE.protocolError);
-      expect(await attempt(encode({ type: 'sum', iteration: 0, phase: 'D', dStep: 0, shardCount: 8, firstShard: 0, count: 8, gradient: new Float32Array(4), stats: { loss: 0, dReal: 0, dFake: 0 } }))).toBe(WS_CLOSE.protocolError);
+      expect(await attempt(encode({ type: 'sum', iteration: 0, phase: 'D', dStep: 0, shardCount: 8, firstShard: 0, count: 8, gradient: new Float32Array(4), offset: 0, total: 4, stats: { loss: 0, dReal: 0, dFake: 0 } }))).toBe(WS_CLOSE.protocolError);
 
       const { hash, summary } = await finish(c, workers);
       expect(hash).toBe(reference.fp32);
@@ -177,7 +184,7 @@ describe('relay tree', () => {
     '--wire fp16 through a chain and a fan-out 2 tree gives gan-train --wire fp16\'s hash',
     async () => {
       for (const f of [1, 2]) {
-        const c = await startCoordinator(['--fan-out', String(f), '--wire', 'fp16']);
+        const c = await startCoordinator(['--fan-out', String(f), '--wire', 'fp16'], SMALL_CHUNKS);
         const workers = await startAll(c, ['h1', 'h2', 'h3', 'h4']);
         const placed = eventsOf(c.proc, 'relay_placed');
         if (f === 2) expect(placed.map((e) => e.parent)).toEqual(['coordinator', 'coordinator', placed[0].worker, placed[0].worker]);
@@ -208,7 +215,7 @@ describe('relay tree', () => {
     'a relay that sends no sums up (a black hole heading a chain): the coordinator notices, moves its child away, and the hash is gan-train\'s',
     async () => {
       // Quick duplication of the sink's own overdue shards (it stays in the run as a leaf that never delivers).
-      const c = await startCoordinator(['--fan-out', '1', '--straggler-min-ms', '300']);
+      const c = await startCoordinator(['--fan-out', '1', '--straggler-min-ms', '300'], SMALL_CHUNKS);
       const workers = await startInOrder(c, ['sink', 'source'], [{ env: { GAN_TEST_RELAY_DROP_SUMS: '1', GAN_TEST_SHARD_DELAY_MS: '15' } }, {}]);
       const missing = await waitForEvent(c.proc, (e) => e.event === 'warning' && e.code === 'RELAY_SUMS_MISSING', RUN_MS);
       expect(missing).toMatchObject({ worker: 'source', relay: 'sink' });

@@ -8,9 +8,10 @@
  *    the weights-head the coordinator sent directly (shared/weights-chunks.ts). A mismatch, or a
  *    head whose chunks do not complete within stallMs, is reported to the coordinator, which
  *    re-parents this worker and sends it the weights itself.
- *  - gradients up: this worker's blocks and its children's sums are combined
- *    (worker/sum-combiner.ts) and sent to the parent; what went up in the current phase is kept
- *    and sent again to a new parent after a re-parenting (the coordinator keeps the first cover).
+ *  - gradients up: this worker's blocks and its children's sums are combined range by range
+ *    (worker/sum-combiner.ts, shared/sum-chunks.ts) and sent to the parent as each range is
+ *    ready; what went up in the current phase is kept and sent again to a new parent after a
+ *    re-parenting (the coordinator keeps the first cover).
  *
  * The parent connection is authenticated with the per-placement ticket from the coordinator's
  * tree message; frames from the parent are decoded and validated like any other.
@@ -21,6 +22,7 @@ import { decode, encode, type DecodeLimits } from '../shared/codec.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { clip } from '../shared/log.ts';
 import { closeCodeFor, type Net, type RelayReportCode, type TreeMsg, type WeightsChunkMsg, type WeightsHeadMsg } from '../shared/protocol.ts';
+import { isRange, SUM_CHUNK_VALUES } from '../shared/sum-chunks.ts';
 import { quantizerFor, type BlockStats, type ShardBlock } from '../shared/tree-sum.ts';
 import { WeightsAssembly, type Assembled } from '../shared/weights-chunks.ts';
 import { RelayServer } from './relay-server.ts';
@@ -70,6 +72,8 @@ export class TreeLink implements TreeHooks {
   /** Sum frames sent up in the newest phase, sent again to a new parent. */
   private kept: { key: string; frames: Uint8Array[] } = { key: '', frames: [] };
   private stallTimers = new Map<Net, ReturnType<typeof setTimeout>>();
+  /** Values per range of a sum (the coordinator's tree message). */
+  private sumChunk = SUM_CHUNK_VALUES;
 
   constructor(private readonly opts: TreeLinkOptions) {}
 
@@ -87,7 +91,15 @@ export class TreeLink implements TreeHooks {
       ready: (child) => {
         for (const frame of this.assembly.replay()) this.server!.sendTo(child, frame);
       },
-      sum: (_child, msg, frame) => this.combiner?.add({ iteration: msg.iteration, phase: msg.phase, dStep: msg.dStep, shardCount: msg.shardCount, block: { first: msg.firstShard, count: msg.count }, final: msg.gradient, stats: msg.stats, frame }),
+      sum: (child, msg, frame) => {
+        // A range that is not one of the run's ranges cannot be combined with the others: dropped
+        // (the coordinator would refuse it too); the child's shards come up after the bounded wait.
+        if (!isRange(msg.offset, msg.gradient.length, msg.total, this.sumChunk)) {
+          this.opts.log.warn({ event: 'warning', code: 'SUM_RANGE', child: child.workerId, offset: msg.offset, values: msg.gradient.length, total: msg.total, sumChunk: this.sumChunk }, `sum range [${msg.offset}, ${msg.offset} + ${msg.gradient.length}) of ${msg.total} from ${child.workerId} is not a range of ${this.sumChunk} values; dropped`);
+          return;
+        }
+        this.combiner?.add({ iteration: msg.iteration, phase: msg.phase, dStep: msg.dStep, shardCount: msg.shardCount, block: { first: msg.firstShard, count: msg.count }, offset: msg.offset, total: msg.total, final: msg.gradient, stats: msg.stats, frame });
+      },
     });
     let addr;
     try {
@@ -118,6 +130,7 @@ export class TreeLink implements TreeHooks {
     this.combiner = new SumCombiner(ctx.wire, {
       up: (frame, info) => this.up(frame, info),
       hasChildren: () => (this.server?.childCount ?? 0) > 0,
+      chunk: () => this.sumChunk,
       timedOut: (info) => this.opts.log.warn({ event: 'warning', code: 'RELAY_WAIT_TIMEOUT', phaseKey: info.key, missing: info.missing, waitMs: info.waitMs }, `forwarding partial sums of phase ${info.key} after ${info.waitMs} ms: ${info.missing} shard(s) of the subtree missing (reassigned by the coordinator)`),
     });
     ctx.send({ type: 'relay-offer', url: this.offerUrl });
@@ -153,10 +166,17 @@ export class TreeLink implements TreeHooks {
   submit(p: PhaseKey & { shardCount: number; block: ShardBlock; gradient: Float32Array; stats: BlockStats }): boolean {
     if (!this.placed || !this.ctx || !this.combiner) return false;
     const q = quantizerFor(this.ctx.wire);
-    const frame = encode({ type: 'sum', iteration: p.iteration, phase: p.phase, dStep: p.dStep, shardCount: p.shardCount, firstShard: p.block.first, count: p.block.count, gradient: p.gradient, stats: { loss: p.stats.loss, dReal: p.stats.dReal, dFake: p.stats.dFake } }, { wire: this.ctx.wire });
-    // The node's value as the coordinator will decode it: the wire's rounding of the raw sum.
-    const final = q ? q(p.gradient) : p.gradient;
-    this.combiner.add({ iteration: p.iteration, phase: p.phase, dStep: p.dStep, shardCount: p.shardCount, block: p.block, final, stats: p.stats, frame });
+    const total = p.gradient.length;
+    const stats = { loss: p.stats.loss, dReal: p.stats.dReal, dFake: p.stats.dFake };
+    // Range by range, so the parent can combine and forward range 0 while the rest is on the way.
+    for (let offset = 0; offset < Math.max(total, 1); offset += this.sumChunk) {
+      const gradient = p.gradient.subarray(offset, Math.min(total, offset + this.sumChunk));
+      const frame = encode({ type: 'sum', iteration: p.iteration, phase: p.phase, dStep: p.dStep, shardCount: p.shardCount, firstShard: p.block.first, count: p.block.count, offset, total, gradient, stats }, { wire: this.ctx.wire });
+      // The node's value as the coordinator will decode it: the wire's rounding of the raw sum
+      // (range by range is the same rounding: sumChunk is a multiple of the fp16 scale block).
+      const final = q ? q(gradient) : gradient;
+      this.combiner.add({ iteration: p.iteration, phase: p.phase, dStep: p.dStep, shardCount: p.shardCount, block: p.block, offset, total, final, stats: p.stats, frame });
+    }
     return true;
   }
 
@@ -197,6 +217,7 @@ export class TreeLink implements TreeHooks {
   private onTree(msg: TreeMsg): void {
     const wasPlaced = this.placed;
     this.placed = true;
+    this.sumChunk = msg.sumChunk;
     if (this.server) this.server.setAccepted(msg.children);
     else if (msg.children.length > 0) this.opts.log.warn({ event: 'warning', code: 'RELAY_NOT_LISTENING', children: msg.children.length }, 'the coordinator placed children under this worker, but it has no --relay-listen');
     const same = this.parent ? this.parent.url === msg.parentUrl && msg.ticket !== undefined && Buffer.compare(this.parent.ticket, msg.ticket) === 0 : msg.parentUrl === '';

@@ -280,7 +280,9 @@ export class WorkerCore {
               this.features = new Set(msg.features ?? []);
               this.palette = this.features.has('rows-u8') ? msg.palette ?? null : null;
               welcomed = true;
-              if (this.features.has('relay') && this.opts.tree) this.attachTree(ws);
+              // The tree only with ranged sums (sum-chunks): a coordinator that turns `relay` on
+              // without it expects whole sums, so this worker stays in the star there.
+              if (this.features.has('relay') && this.features.has('sum-chunks') && this.opts.tree) this.attachTree(ws);
             } catch (err) {
               const reason = err instanceof GanError ? `${err.code}: ${err.message}` : String(err);
               this.log.error({ event: 'bad_welcome', reason }, 'cannot build the model the coordinator described');
@@ -298,7 +300,7 @@ export class WorkerCore {
           case 'weights-head':
           case 'weights-chunk':
           case 'relay-expect':
-            if (welcomed && this.features.has('relay') && this.opts.tree) this.opts.tree.onControl(msg, frame);
+            if (welcomed && this.features.has('relay') && this.features.has('sum-chunks') && this.opts.tree) this.opts.tree.onControl(msg, frame);
             return;
           case 'task': {
             if (!welcomed) return;
@@ -338,8 +340,8 @@ export class WorkerCore {
               workerId: this.opts.workerId,
               backend: this.opts.backend,
               host: this.env.host().slice(0, 256),
-              // `relay` only where a tree link exists (Node gan-worker), so a browser tab stays in the star.
-              capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES.filter((f) => f !== 'relay' || this.opts.tree)], maxShards: MAX_TASK_SHARDS },
+              // `relay` (and `sum-chunks`) only where a tree link exists (Node gan-worker), so a browser tab stays in the star.
+              capabilities: { wire: [...(this.opts.wire ?? WIRE_FORMATS), ...PROTOCOL_FEATURES.filter((f) => (f !== 'relay' && f !== 'sum-chunks') || this.opts.tree)], maxShards: MAX_TASK_SHARDS },
               ...(this.env.kind === 'browser' ? { browser: true } : {}),
               ...(this.opts.joinExpires !== undefined ? { joinExpires: this.opts.joinExpires } : {}),
             });
