@@ -145,8 +145,9 @@ export class RelayTree {
   }
 
   /** A worker's relay-offer: it joins the tree (url '' = a leaf). */
-  offer(s: WorkerSession, url: string): void {
+  offer(s: WorkerSession, offered: string): void {
     if (this.members.has(s.sessionId)) return;
+    const url = dialableUrl(offered, s.socket?.remoteAddress);
     this.members.set(s.sessionId, { session: s, url, ticket: newTicket(), bytesForwarded: 0, suspect: null, childrenAtLoss: 0 });
     this.names.set(s.sessionId, s.workerId);
     this.apply(this.plan.join(s.sessionId, url !== ''));
@@ -303,4 +304,19 @@ export class RelayTree {
 
 function newTicket(): Uint8Array {
   return new Uint8Array(randomBytes(16));
+}
+
+/**
+ * The URL children should dial for a relay that offered `url`. A relay listening on every
+ * interface (`--relay-listen 0.0.0.0:8700` without --relay-advertise) offers ws://0.0.0.0:8700,
+ * which on a child's machine means the child itself: put in the address the coordinator sees the
+ * relay's connection come from instead (right on a LAN; behind NAT use --relay-advertise).
+ */
+export function dialableUrl(url: string, remoteAddress: string | undefined): string {
+  if (url === '' || !remoteAddress) return url;
+  const u = new URL(url);
+  if (u.hostname !== '0.0.0.0' && u.hostname !== '[::]') return url;
+  const ip = remoteAddress.startsWith('::ffff:') ? remoteAddress.slice('::ffff:'.length) : remoteAddress;
+  u.hostname = ip.includes(':') ? `[${ip}]` : ip;
+  return u.toString().replace(/\/$/, url.endsWith('/') ? '/' : '');
 }

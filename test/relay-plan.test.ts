@@ -1,7 +1,7 @@
 /** The relay tree's placement rules (coordinator/relay-plan.ts), without sockets. */
 import { describe, expect, it } from 'vitest';
 import { RelayPlan, ROOT } from '../coordinator/relay-plan.ts';
-import { RelayTree } from '../coordinator/relay-tree.ts';
+import { dialableUrl, RelayTree } from '../coordinator/relay-tree.ts';
 import type { WorkerSession } from '../coordinator/session.ts';
 import type { Logger } from '../shared/log.ts';
 
@@ -172,5 +172,18 @@ describe('RelayTree: a relay killed while it has children', () => {
     tree.demote(top, 'RELAY_DIGEST_MISMATCH');
     tree.leave(top);
     expect(named(events, 'relay_lost')).toEqual([]);
+  });
+});
+
+describe('dialableUrl: what children dial for a relay listening on every interface', () => {
+  it('puts the address the coordinator sees in place of 0.0.0.0 or [::]; leaves named hosts and leaves alone', () => {
+    expect(dialableUrl('ws://0.0.0.0:8700', '10.0.0.3')).toBe('ws://10.0.0.3:8700');
+    expect(dialableUrl('ws://0.0.0.0:8700', '::ffff:10.0.0.3')).toBe('ws://10.0.0.3:8700');
+    expect(dialableUrl('ws://[::]:8700', 'fd00::3')).toBe('ws://[fd00::3]:8700');
+    expect(dialableUrl('wss://0.0.0.0:8700/relay', '10.0.0.3')).toBe('wss://10.0.0.3:8700/relay');
+    expect(dialableUrl('ws://relay-7.example.org:8700', '10.0.0.3')).toBe('ws://relay-7.example.org:8700');
+    expect(dialableUrl('ws://203.0.113.7:18700', '10.0.0.3')).toBe('ws://203.0.113.7:18700');
+    expect(dialableUrl('', '10.0.0.3')).toBe('');
+    expect(dialableUrl('ws://0.0.0.0:8700', undefined)).toBe('ws://0.0.0.0:8700');
   });
 });

@@ -46,8 +46,8 @@ async function startCoordinator(extra: string[], env: Record<string, string> = {
   return { proc, runDir, url: `ws://127.0.0.1:${Number(listening.port)}` };
 }
 
-function startWorker(url: string, id: string, opts: { relay?: boolean; env?: Record<string, string> } = {}): Proc {
-  const args = ['--coordinator', url, '--id', id, '--backend', 'wasm', ...(opts.relay === false ? [] : ['--relay-listen', '127.0.0.1:0'])];
+function startWorker(url: string, id: string, opts: { relay?: boolean; listen?: string; env?: Record<string, string> } = {}): Proc {
+  const args = ['--coordinator', url, '--id', id, '--backend', 'wasm', ...(opts.relay === false ? [] : ['--relay-listen', opts.listen ?? '127.0.0.1:0'])];
   return spawnCli('worker', args, { name: `worker ${id}`, env: opts.env ?? {} });
 }
 
@@ -65,7 +65,7 @@ async function finish(c: Coord, workers: Proc[]): Promise<{ hash: string; summar
 const PACED = { env: { GAN_TEST_SHARD_DELAY_MS: '15' } };
 
 /** Starts workers at once and waits until each is placed in the tree. */
-async function startAll(c: Coord, ids: string[], opts: { relay?: boolean; env?: Record<string, string> }[] = []): Promise<Proc[]> {
+async function startAll(c: Coord, ids: string[], opts: { relay?: boolean; listen?: string; env?: Record<string, string> }[] = []): Promise<Proc[]> {
   const out = ids.map((id, i) => startWorker(c.url, id, opts[i] ?? PACED));
   await Promise.all(ids.map((id) => waitForEvent(c.proc, (e) => e.event === 'relay_placed' && e.worker === id, START_MS)));
   return out;
@@ -113,12 +113,21 @@ describe('relay tree', () => {
     'a chain (--fan-out 1) of 4 workers gives gan-train\'s hash; one copy of each net leaves the coordinator',
     async () => {
       const c = await startCoordinator(['--fan-out', '1'], SMALL_CHUNKS);
-      const workers = await startAll(c, ['a', 'b', 'c', 'd']);
+      // Listening on every interface without --relay-advertise: they offer ws://0.0.0.0:<port>,
+      // and the coordinator hands children the address it sees each relay at (127.0.0.1 here).
+      const workers = await startAll(c, ['a', 'b', 'c', 'd'], Array(4).fill({ ...PACED, listen: '0.0.0.0:0' }));
+      for (const w of workers) expect(String(eventsOf(w, 'relay_listening')[0].url)).toMatch(/^ws:\/\/0\.0\.0\.0:\d+$/);
       // Whoever joins first heads the chain; each next one hangs under the one before.
       const placed = eventsOf(c.proc, 'relay_placed');
       expect(placed.map((e) => e.depth)).toEqual([1, 2, 3, 4]);
       expect(placed.map((e) => e.parent)).toEqual(['coordinator', ...placed.slice(0, 3).map((e) => e.worker)]);
       const { hash, summary } = await finish(c, workers);
+      // Every child reached its relay at the substituted address: nobody reported one unreachable.
+      expect(eventsOf(readLog(c.runDir), 'relay_reported')).toEqual([]);
+      for (const w of workers) {
+        const depth = Number(placed.find((e) => `worker ${String(e.worker)}` === w.name)!.depth);
+        if (depth > 1) expect(String(eventsOf(w, 'relay_parent_connected')[0]?.parent), w.name).toMatch(/^ws:\/\/127\.0\.0\.1:\d+$/);
+      }
       expect(hash).toBe(reference.fp32);
       // One top-level child: one copy of every changed net, and sums from that child only.
       expect(Number(summary.weightCopies)).toBe(Number(summary.weightChanges));

@@ -10,7 +10,7 @@ export const WORKER_FLAGS: FlagTable = {
   ca: { type: 'string', value: '<file>', group: 'Connection', help: 'PEM file with the CA (or self-signed certificate) to trust for a wss:// coordinator', defaultText: "the system's CAs" },
   id: { type: 'string', value: '<id>', group: 'Connection', help: 'worker id shown in the coordinator log', defaultText: '<hostname>-<pid>' },
   'relay-listen': { type: 'string', value: '<host:port>', group: 'Relay tree', help: 'accept relay-tree children here (coordinator --fan-out): this worker forwards weights to them and combines their gradients (port 0: any free port)', defaultText: 'none: a leaf' },
-  'relay-advertise': { type: 'string', value: '<url>', group: 'Relay tree', help: 'the URL children dial to reach --relay-listen (behind NAT or a proxy)', defaultText: 'ws://<relay-listen host>:<port>' },
+  'relay-advertise': { type: 'string', value: '<url>', group: 'Relay tree', help: 'the URL children dial to reach --relay-listen (behind NAT or a proxy)', defaultText: 'ws://<relay-listen host>:<port>; for 0.0.0.0 or [::], the address the coordinator sees this worker at' },
   stay: { type: 'boolean', group: 'Connection', help: 'keep waiting for the next run when the coordinator finishes one' },
   'max-retries': { type: 'string', value: '<n>', group: 'Connection', kind: 'int', help: 'give up after N failed connection attempts in a row', defaultText: 'never give up' },
   'status-interval': { type: 'string', value: '<s>', group: 'Output', kind: 'number', help: 'worker_progress line at least every s seconds while computing (and every 500 shards)', defaultText: '15' },
