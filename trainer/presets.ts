@@ -90,6 +90,7 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta2: 0.999,
     labelSmoothing: 0.1,
     gEma: 0.999,
+    // ~15 minutes of coordinator + 2 workers at the bench's 11.5 it/s: IS 6.88, FD 19.2 at 10,000.
     iterations: 10000,
   },
   /**
@@ -109,6 +110,11 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
    *   32 wide batch 32 went on to IS 6.40 / FD 30.9 / class max/min 2.08 at 4,000 and 6.44 / 29.0
    *   / 2.69 at 5,000 (1,000 samples each). Coordinator + 2 workers: ~0.17 CPU s per iteration
    *   in all three processes (300 iterations in 73 s at load 6-7), against ~0.7 for 64 wide.
+   *   `npm run bench:quality -- --runs mnist-dcgan --minutes 30` (load 4.4 falling to 1.9):
+   *   20,743 iterations (11.5 it/s), IS 6.99, FD 15.42, max/min 2.13
+   *   (bench/results/quality-2026-12-08T01-18-14.md), ahead of the 64-wide model at every
+   *   matching time and level with its 28-minute idle run (6.92 / 15.72 / 1.92); both flatten out
+   *   near IS 7 / FD 15.5, short of #17's IS >= 9, FD <= 5, max/min <= 1.5.
    * - lr 5e-4 rather than DCGAN's 2e-4: two 8-minute `npm run bench:quality` runs of the 64-wide
    *   model on a loaded 2-core machine (load 7-11, 0.8 it/s) gave IS 4.53 / Frechet distance 78.9
    *   after 384 iterations with 5e-4 (bench/results/quality-2026-12-05T12-37-36.md, variant
@@ -129,6 +135,7 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta2: 0.999,
     labelSmoothing: 0.1,
     gEma: 0.999,
+    // ~15 minutes of coordinator + 2 workers at the bench's 11.5 it/s: IS 6.88, FD 19.2 at 10,000.
     iterations: 10000,
   },
   /**
