@@ -112,8 +112,9 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
    *   in all three processes (300 iterations in 73 s at load 6-7), against ~0.7 for 64 wide.
    *   `npm run bench:quality -- --runs mnist-dcgan --minutes 30` (load 4.4 falling to 1.9):
    *   20,743 iterations (11.5 it/s), IS 6.99, FD 15.42, max/min 2.13
-   *   (bench/results/quality-2026-12-08T01-18-14.md), ahead of the 64-wide model at every
-   *   matching time and level with its 28-minute idle run (6.92 / 15.72 / 1.92); both flatten out
+   *   (bench/results/quality-2026-12-08T01-18-14.md): ahead of the 64-wide model's 28-minute
+   *   idle run in IS and FD at every matching time up to 27 minutes, level with its end (6.92 /
+   *   15.72 / 1.92), class balance slightly worse (1.9-2.5 vs 1.9-2.2); both flatten out
    *   near IS 7 / FD 15.5, short of #17's IS >= 9, FD <= 5, max/min <= 1.5.
    * - lr 5e-4 rather than DCGAN's 2e-4: two 8-minute `npm run bench:quality` runs of the 64-wide
    *   model on a loaded 2-core machine (load 7-11, 0.8 it/s) gave IS 4.53 / Frechet distance 78.9
