@@ -121,7 +121,9 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
    *   after 384 iterations with 5e-4 (bench/results/quality-2026-12-05T12-37-36.md, variant
    *   mnist-dcgan-lr5e-4) against IS 3.79 / FD 194.8 after 376 with 2e-4
    *   (quality-2026-12-05T12-26-43.md). For the 32-wide model, dropping to 2e-4 at iteration
-   *   2,000 gave IS 6.05 / FD 37.3 at 3,000 against 6.29 / 35.2 without the drop.
+   *   2,000 gave IS 6.05 / FD 37.3 at 3,000 against 6.29 / 35.2 without the drop, and 2e-4 or
+   *   1e-4 from 5,000 gave FD 26.6 / 27.5 at 6,500 against 24.9; 1e-3 from 2,000 was no better
+   *   (IS 6.22 / FD 33.6 / max/min 2.81 at 3,000).
    * `--width 64 --batch-size 64` gives the preset's earlier model (bench variant mnist-dcgan-w64).
    */
   'mnist-dcgan': {
