@@ -5,10 +5,10 @@
 import { ConfigError } from './errors.ts';
 import type { DataSource } from './data/types.ts';
 import { WIRE_FORMATS, type WireFormat } from './protocol.ts';
-import { defaultShards, G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
+import { DCGAN_DEFAULT_WIDTH, defaultShards, DEFAULT_WIDTHS, G_LOSSES, GAN_OPTIONS, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, optionDefault, type GanOptionKey, type GanOptions, type GLoss, type ModelKind, type OptimizerName } from './options.ts';
 
 export { DEFAULT_SHARD_ROWS, defaultShards, MAX_DEFAULT_SHARDS } from './options.ts';
-export { G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
+export { DCGAN_DEFAULT_WIDTH, DEFAULT_WIDTHS, G_LOSSES, MLP2D_DEFAULT_WIDTH, MODEL_KINDS, OPTIMIZERS, type GanOptions, type GLoss, type ModelKind, type OptimizerName };
 
 export interface ModelConfig {
   kind: ModelKind;
@@ -28,8 +28,10 @@ export interface ModelConfig {
    */
   minibatchStd?: number;
   /**
-   * Units in every hidden layer of mlp2d (G and D). Absent = the default (MLP2D_DEFAULT_WIDTH),
-   * so configs of runs without --width stay exactly as before. Other models have fixed widths.
+   * Units in every hidden layer of mlp2d (G and D), or dcgan's base channel count (D: width then
+   * 2 * width filters; G: 2 * width at 7x7, then width). Absent = the model's default
+   * (MLP2D_DEFAULT_WIDTH, DCGAN_DEFAULT_WIDTH), so configs of runs without --width stay exactly
+   * as before. Other models have fixed widths.
    */
   width?: number;
 }
@@ -85,6 +87,8 @@ export interface GanConfig {
 const DEFAULT_NOISE: Record<ModelKind, number> = { mlp: 100, 'mlp-small': 64, dcgan: 100, mlp2d: 4 };
 /** Upper bound for --width: beyond it a 2-D toy model only gets slower. */
 export const MAX_WIDTH = 4096;
+/** Upper bound for dcgan's --width (2 * 512 filters: far past what trains in reasonable time on wasm). */
+export const MAX_DCGAN_WIDTH = 512;
 
 function check(cond: boolean, code: string, message: string): void {
   if (!cond) throw new ConfigError(code, message);
@@ -177,8 +181,13 @@ export function validateConfig(cfg: GanConfig): void {
     );
   }
   if (model.width !== undefined) {
-    check(model.kind === 'mlp2d', 'WIDTH_UNSUPPORTED', `--width sets the hidden units of mlp2d; --model ${model.kind} has fixed layer widths (drop --width)`);
-    check(isPosInt(model.width) && model.width <= MAX_WIDTH, 'BAD_WIDTH', `--width must be a whole number from 1 to ${MAX_WIDTH}; got ${model.width}`);
+    check(
+      model.kind === 'mlp2d' || model.kind === 'dcgan',
+      'WIDTH_UNSUPPORTED',
+      `--width sets the hidden units of mlp2d or the base channels of dcgan; --model ${model.kind} has fixed layer widths (drop --width)`,
+    );
+    const max = model.kind === 'dcgan' ? MAX_DCGAN_WIDTH : MAX_WIDTH;
+    check(isPosInt(model.width) && model.width <= max, 'BAD_WIDTH', `--width must be a whole number from 1 to ${max}${model.kind === 'dcgan' ? ' for dcgan' : ''}; got ${model.width}`);
   }
   check(loss.labelSmoothing >= 0 && loss.labelSmoothing < 0.5, 'BAD_LABEL_SMOOTHING', `--label-smoothing must be in [0, 0.5); got ${loss.labelSmoothing}`);
   check(optimizer.lr > 0 && Number.isFinite(optimizer.lr), 'BAD_LR', `--lr must be a positive number; got ${optimizer.lr}`);

@@ -7,7 +7,7 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { ModelConfig } from './config.ts';
-import { MLP2D_DEFAULT_WIDTH, sampleDim } from './config.ts';
+import { DCGAN_DEFAULT_WIDTH, MLP2D_DEFAULT_WIDTH, sampleDim } from './config.ts';
 import { Maxout, MinibatchStd, SeededDropout } from './layers.ts';
 import { Rng, deriveSeed, STREAM } from './rng.ts';
 
@@ -41,12 +41,15 @@ function generatorBody(kind: ModelConfig['kind'], h: SymbolicTensor, cfg: ModelC
       const ln: Apply = (x) => tfl.layers.layerNormalization({ axis: -1 }).apply(x) as SymbolicTensor;
       const up = (filters: number, activation?: 'tanh'): Apply => (x) =>
         tfl.layers.conv2dTranspose({ filters, kernelSize: 4, strides: 2, padding: 'same', activation }).apply(x) as SymbolicTensor;
+      // --width w: w filters after the first transposed convolution, 2w in the 7x7 layer
+      // (default 64: 128 and 64, the layers the model always had).
+      const w = cfg.width ?? DCGAN_DEFAULT_WIDTH;
       const [hh, ww, c] = cfg.dataShape;
       return chain(
         h,
-        dense((hh / 4) * (ww / 4) * 128), ln, relu,
-        (x) => tfl.layers.reshape({ targetShape: [hh / 4, ww / 4, 128] }).apply(x) as SymbolicTensor,
-        up(64), ln, relu,
+        dense((hh / 4) * (ww / 4) * 2 * w), ln, relu,
+        (x) => tfl.layers.reshape({ targetShape: [hh / 4, ww / 4, 2 * w] }).apply(x) as SymbolicTensor,
+        up(w), ln, relu,
         up(c, 'tanh'),
       );
     }
@@ -82,7 +85,9 @@ function discriminatorBody(kind: ModelConfig['kind'], x: SymbolicTensor, label: 
         const plane = chain(label, dense(hh * ww), (t) => tfl.layers.reshape({ targetShape: [hh, ww, 1] }).apply(t) as SymbolicTensor);
         inp = concat([x, plane]);
       }
-      return chain(inp, conv(64), leaky, conv(128), leaky, flat, mbstd, dense(1));
+      // --width w: w and 2w filters (default 64: 64 and 128).
+      const w = cfg.width ?? DCGAN_DEFAULT_WIDTH;
+      return chain(inp, conv(w), leaky, conv(2 * w), leaky, flat, mbstd, dense(1));
     }
     case 'mlp2d': {
       const w = cfg.width ?? MLP2D_DEFAULT_WIDTH;

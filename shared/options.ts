@@ -42,6 +42,10 @@ export function defaultShards(batchSize: number, pack = 1): number {
 
 /** mlp2d's hidden width when --width is not given (PRESETS.ring8 and test/learning.test.ts are calibrated on it). */
 export const MLP2D_DEFAULT_WIDTH = 64;
+/** dcgan's base channel count when --width is not given: D convolves to 64 then 128 filters, G from 128 to 64 (the model before --width applied to it). */
+export const DCGAN_DEFAULT_WIDTH = 64;
+/** The default --width of each model that has one. */
+export const DEFAULT_WIDTHS: Partial<Record<ModelKind, number>> = { mlp2d: MLP2D_DEFAULT_WIDTH, dcgan: DCGAN_DEFAULT_WIDTH };
 
 type Kind = 'int' | 'number' | 'string' | 'boolean';
 
@@ -87,9 +91,9 @@ export const GAN_OPTIONS = {
     kind: 'int',
     value: '<units>',
     group: DATA,
-    help: 'units in each hidden layer of mlp2d (G and D)',
-    defaultText: String(MLP2D_DEFAULT_WIDTH),
-    resume: { fixed: (c) => c.model.width ?? (c.model.kind === 'mlp2d' ? MLP2D_DEFAULT_WIDTH : 'the fixed widths') },
+    help: 'mlp2d: units in each hidden layer (G and D); dcgan: base channels w (D convolves to w then 2w filters, G goes from 2w at 7x7 to w)',
+    defaultText: `${MLP2D_DEFAULT_WIDTH} (mlp2d), ${DCGAN_DEFAULT_WIDTH} (dcgan)`,
+    resume: { fixed: (c) => c.model.width ?? DEFAULT_WIDTHS[c.model.kind] ?? 'the fixed widths' },
   }),
   gLoss: opt<GLoss>({ flag: 'g-loss', kind: 'string', value: '<loss>', group: TRAIN, help: G_LOSSES.join(' | '), default: 'non-saturating', resume: { fixed: (c) => c.loss.gLoss } }),
   labelSmoothing: opt<number>({ flag: 'label-smoothing', kind: 'number', value: '<s>', group: TRAIN, help: 'one-sided: real targets are 1 - s', default: 0, resume: { fixed: (c) => c.loss.labelSmoothing } }),

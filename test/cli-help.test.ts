@@ -122,6 +122,8 @@ describe('help texts', () => {
       expect(flagsOf(EVAL_CLI).samples.defaultText).toBe(`${DEFAULT_MIXTURE_SAMPLES} for 2-D mixtures, ${DEFAULT_IMAGE_SAMPLES} for images`);
       const { defaultShards } = await import('../shared/config.ts');
       expect(flagsOf(TRAIN_CLI).shards.defaultText).toContain(`${defaultShards(64)} at batch 64`);
+      const { DCGAN_DEFAULT_WIDTH, MLP2D_DEFAULT_WIDTH } = await import('../shared/config.ts');
+      expect(flagsOf(TRAIN_CLI).width.defaultText).toBe(`${MLP2D_DEFAULT_WIDTH} (mlp2d), ${DCGAN_DEFAULT_WIDTH} (dcgan)`);
     },
     60_000,
   );

@@ -219,8 +219,8 @@ describe('dcgan on wasm, distributed', () => {
     return String(done.weightsHash);
   }
 
-  it('coordinator + 2 wasm workers give gan-train\'s weights hash, unconditional and conditional', async () => {
-    const runs = [[], ['--conditional']].map((extra) => {
+  it('coordinator + 2 wasm workers give gan-train\'s weights hash, unconditional, conditional and --width 32', async () => {
+    const runs = [[], ['--conditional'], ['--width', '32']].map((extra) => {
       const train = spawnCli('train', [...FLAGS, ...extra, '--run-dir', makeTempDir('gan-dcgan-train-')], { name: `gan-train ${extra}` });
       const coordinator = spawnCli(
         'coordinator',

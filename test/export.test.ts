@@ -305,19 +305,20 @@ describe("discriminator export with custom layers (the paper's mlp)", () => {
 });
 
 describe('every model kind', () => {
-  const cases: { kind: GanOptions['model']; conditional: boolean; data: 'mnist' | 'ring8' }[] = [
+  const cases: { kind: GanOptions['model']; conditional: boolean; data: 'mnist' | 'ring8'; width?: number }[] = [
     { kind: 'mlp', conditional: false, data: 'mnist' },
     { kind: 'mlp', conditional: true, data: 'mnist' },
     { kind: 'mlp-small', conditional: false, data: 'mnist' },
     { kind: 'mlp-small', conditional: true, data: 'mnist' },
     { kind: 'dcgan', conditional: false, data: 'mnist' },
     { kind: 'dcgan', conditional: true, data: 'mnist' },
+    { kind: 'dcgan', conditional: false, data: 'mnist', width: 16 },
     { kind: 'mlp2d', conditional: false, data: 'ring8' },
   ];
   for (const c of cases) {
-    it(`${c.kind}${c.conditional ? ' conditional' : ''}: generator model.json uses built-in layers only and loads back`, async () => {
+    it(`${c.kind}${c.conditional ? ' conditional' : ''}${c.width ? ` --width ${c.width}` : ''}: generator model.json uses built-in layers only and loads back`, async () => {
       const source = c.data === 'mnist' ? mnist : ring8;
-      const config = resolveConfig({ model: c.kind, conditional: c.conditional || undefined }, source);
+      const config = resolveConfig({ model: c.kind, conditional: c.conditional || undefined, width: c.width }, source);
       const replica = new GanReplica(config);
       const dir = tempDir();
       await exportModels(replica, dir, { config, iteration: 0 });
@@ -330,6 +331,8 @@ describe('every model kind', () => {
 
       const g = await loadExportedModel(join(dir, 'generator'));
       expect(g.outputs[0].shape).toEqual([null, ...config.model.dataShape]);
+      // the export has the model's own size (a --width model's, not the default's)
+      expect(g.countParams()).toBe(replica.models.g.countParams());
       const d = await loadExportedModel(join(dir, 'discriminator'));
       expect(d.outputs[0].shape).toEqual([null, 1]);
       g.dispose();

@@ -8,7 +8,7 @@ import { LocalTrainer } from '../trainer/local-trainer.ts';
 import { initBackend } from '../shared/backend.ts';
 import { parseFlags } from '../shared/cli.ts';
 import { GAN_FLAGS, ganOptionsFrom, impliedPresetLine, presetChoice } from '../trainer/gan-flags.ts';
-import { defaultShards, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
+import { DCGAN_DEFAULT_WIDTH, defaultShards, mergeResumeConfig, MLP2D_DEFAULT_WIDTH, resolveConfig } from '../shared/config.ts';
 import { loadDataSource, type DataSource } from '../trainer/data/index.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { buildModels } from '../shared/models.ts';
@@ -104,6 +104,67 @@ describe('--width (mlp2d hidden units)', () => {
     expect(mergeResumeConfig(old, { width: 64 }).config.model.width).toBeUndefined();
     expect(configError(() => mergeResumeConfig(old, { width: 128 })).code).toBe('CONFIG_CONFLICT');
   }, HEAVY_TEST_MS);
+});
+
+/** Filters (or units) of every kernel of a model, in order: a kernel's last axis, but a transposed convolution's kernel is [kh, kw, out, in]. */
+function kernelOutputs(model: ReturnType<typeof buildModels>['g']): number[] {
+  return model.trainableWeights
+    .filter((w) => w.originalName.endsWith('/kernel'))
+    .map((w) => (w.originalName.includes('conv2d_transpose') ? w.shape[2] : w.shape[w.shape.length - 1]) as number);
+}
+
+describe('--width on dcgan (base channels)', () => {
+  it('defaults to 64: the model dcgan always had (D 64 then 128 filters, G 7x7x128 then 64), no width field in the config', () => {
+    const cfg = resolveConfig({ dataset: 'mnist', model: 'dcgan' }, mnist);
+    expect(cfg.model.width).toBeUndefined();
+    expect(DCGAN_DEFAULT_WIDTH).toBe(64);
+    const { g, d } = buildModels(cfg.model);
+    try {
+      expect(kernelOutputs(g)).toEqual([7 * 7 * 128, 64, 1]);
+      expect(kernelOutputs(d)).toEqual([64, 128, 1]);
+      expect(g.countParams()).toBe(778_305);
+      expect(d.countParams()).toBe(138_561);
+    } finally {
+      g.dispose();
+      d.dispose();
+    }
+  });
+
+  it('sets w and 2w filters in G and D, and trains', () => {
+    const cfg = resolveConfig({ dataset: 'mnist', model: 'dcgan', width: 32 }, mnist);
+    expect(cfg.model.width).toBe(32);
+    const { g, d } = buildModels(cfg.model);
+    try {
+      expect(kernelOutputs(g)).toEqual([7 * 7 * 64, 32, 1]);
+      expect(kernelOutputs(d)).toEqual([32, 64, 1]);
+    } finally {
+      g.dispose();
+      d.dispose();
+    }
+    const t = new LocalTrainer(resolveConfig({ dataset: 'mnist', model: 'dcgan', width: 8, batchSize: 8, shards: 2, iterations: 2 }, mnist), mnist);
+    try {
+      for (let i = 0; i < 4; i++) t.runPhase();
+      expect(t.state.iteration).toBe(2);
+      expect(t.state.weights.G.every(Number.isFinite)).toBe(true);
+      expect(t.state.weights.D.every(Number.isFinite)).toBe(true);
+    } finally {
+      t.dispose();
+    }
+  }, HEAVY_TEST_MS);
+
+  it('rejects widths beyond 512 and cannot change on a resume', () => {
+    const err = configError(() => resolveConfig({ dataset: 'mnist', model: 'dcgan', width: 513 }, mnist));
+    expect(err.code).toBe('BAD_WIDTH');
+    expect(err.message).toMatch(/--width must be a whole number from 1 to 512 for dcgan; got 513/);
+    const saved = resolveConfig({ dataset: 'mnist', model: 'dcgan', width: 32 }, mnist);
+    const conflict = configError(() => mergeResumeConfig(saved, { width: 64 }));
+    expect(conflict.code).toBe('CONFIG_CONFLICT');
+    expect(conflict.message).toMatch(/--width 64 conflicts with the checkpoint, which was trained with 32/);
+    // a dcgan run saved without the field is 64 wide
+    const old = resolveConfig({ dataset: 'mnist', model: 'dcgan' }, mnist);
+    expect(mergeResumeConfig(old, { width: 64 }).config.model.width).toBeUndefined();
+    expect(configError(() => mergeResumeConfig(old, { width: 32 })).code).toBe('CONFIG_CONFLICT');
+  });
 });
 
 describe('presets', () => {

@@ -90,27 +90,47 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta2: 0.999,
     labelSmoothing: 0.1,
     gEma: 0.999,
+    // ~15 minutes of coordinator + 2 workers at the bench's 11.5 it/s: IS 6.88, FD 19.2 at 10,000.
     iterations: 10000,
   },
   /**
-   * mnist, unconditional, with the conv net (dcgan: G dense -> 7x7x128, two 4x4 stride-2
-   * transposed convolutions with LayerNormalization; D two 4x4 stride-2 convolutions with leaky
-   * ReLU), Adam beta1 0.5 as in DCGAN, one-sided label smoothing 0.1, and the moving average of G
-   * (--g-ema 0.999, which scored 0.5-0.8 IS above G itself for mlp-small).
-   * - Batch 64 in 2 shards, one per worker of the usual coordinator + 2 workers: npm run bench:conv
-   *   measured about the same compute per row for 8-, 16- and 32-row shards, so fewer shards only
-   *   save bytes (one G gradient is 3 MB).
-   * - lr 5e-4 rather than DCGAN's 2e-4: two 8-minute `npm run bench:quality` runs on a loaded
-   *   2-core machine (load 7-11, 0.8 it/s) gave IS 4.53 / Frechet distance 78.9 after 384
-   *   iterations with 5e-4 (bench/results/quality-2026-12-05T12-37-36.md, variant
+   * mnist, unconditional, with the conv net (dcgan: G dense -> 7x7x2w, two 4x4 stride-2
+   * transposed convolutions with LayerNormalization; D two 4x4 stride-2 convolutions with w and
+   * 2w filters and leaky ReLU), Adam beta1 0.5 as in DCGAN, one-sided label smoothing 0.1, and the
+   * moving average of G (--g-ema 0.999, which scored 0.5-0.8 IS above G itself for mlp-small).
+   * - --width 32 and batch 32 (in 2 shards, one per worker of the usual coordinator + 2 workers):
+   *   #17's budget is 30 minutes of 2 cores, and per unit of compute the narrow model with the
+   *   small batch learns fastest. gan-train (the bit-identical reference, so the same quality per
+   *   iteration as the distributed run), CPU seconds per iteration measured on the same loaded
+   *   machine (load 5-16): 64 wide, batch 64 (the preset before) 0.67 s; 32 wide, batch 64
+   *   0.24 s; 32 wide, batch 32 0.16 s. At about the same compute (~270-330 CPU s) 32 wide batch
+   *   32 had IS 5.60 / Frechet distance 41.6 (iteration 2,000), 32 wide batch 64 about 5.1 / 50
+   *   (1,000-1,500), 64 wide batch 64 4.49 / 79.1 (iteration 400, the 2026-12-07 bench run); 64
+   *   wide needs ~1,300 iterations (~870 CPU s) to pass FD 35, 32 wide batch 32 ~3,000 (~480).
+   *   32 wide batch 32 went on to IS 6.40 / FD 30.9 / class max/min 2.08 at 4,000 and 6.44 / 29.0
+   *   / 2.69 at 5,000 (1,000 samples each). Coordinator + 2 workers: ~0.17 CPU s per iteration
+   *   in all three processes (300 iterations in 73 s at load 6-7), against ~0.7 for 64 wide.
+   *   `npm run bench:quality -- --runs mnist-dcgan --minutes 30` (load 4.4 falling to 1.9):
+   *   20,743 iterations (11.5 it/s), IS 6.99, FD 15.42, max/min 2.13
+   *   (bench/results/quality-2026-12-08T01-18-14.md): ahead of the 64-wide model's 28-minute
+   *   idle run in IS and FD at every matching time up to 27 minutes, level with its end (6.92 /
+   *   15.72 / 1.92), class balance slightly worse (1.9-2.5 vs 1.9-2.2); both flatten out
+   *   near IS 7 / FD 15.5, short of #17's IS >= 9, FD <= 5, max/min <= 1.5.
+   * - lr 5e-4 rather than DCGAN's 2e-4: two 8-minute `npm run bench:quality` runs of the 64-wide
+   *   model on a loaded 2-core machine (load 7-11, 0.8 it/s) gave IS 4.53 / Frechet distance 78.9
+   *   after 384 iterations with 5e-4 (bench/results/quality-2026-12-05T12-37-36.md, variant
    *   mnist-dcgan-lr5e-4) against IS 3.79 / FD 194.8 after 376 with 2e-4
-   *   (quality-2026-12-05T12-26-43.md, run as variant mnist-dcgan when it used 2e-4).
-   * Neither is near the mnist target (IS >= 8.5) yet: that needs a longer run on a quieter machine.
+   *   (quality-2026-12-05T12-26-43.md). For the 32-wide model, dropping to 2e-4 at iteration
+   *   2,000 gave IS 6.05 / FD 37.3 at 3,000 against 6.29 / 35.2 without the drop, and 2e-4 or
+   *   1e-4 from 5,000 gave FD 26.6 / 27.5 at 6,500 against 24.9; 1e-3 from 2,000 was no better
+   *   (IS 6.22 / FD 33.6 / max/min 2.81 at 3,000).
+   * `--width 64 --batch-size 64` gives the preset's earlier model (bench variant mnist-dcgan-w64).
    */
   'mnist-dcgan': {
     dataset: 'mnist',
     model: 'dcgan',
-    batchSize: 64,
+    width: 32,
+    batchSize: 32,
     shards: 2,
     optimizer: 'adam',
     lr: 5e-4,
@@ -118,7 +138,8 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta2: 0.999,
     labelSmoothing: 0.1,
     gEma: 0.999,
-    iterations: 3000,
+    // ~15 minutes of coordinator + 2 workers at the bench's 11.5 it/s: IS 6.88, FD 19.2 at 10,000.
+    iterations: 10000,
   },
   /**
    * Fashion-MNIST (`--dataset fashion`, Debian's dataset-fashion-mnist), unconditional mlp-small
