@@ -22,10 +22,11 @@ import type { WorkerLog } from './worker-core.ts';
 const HANDSHAKE_BYTES = 16 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /**
- * Connections still before their ticket, at most: a relay has at most --fan-out children (16),
- * and anyone who can reach the port can open connections, each holding a socket and a deadline
- * until it is refused. The excess is closed at once with 1013 (try again later), as the
- * coordinator does (maxPendingHandshakes).
+ * Connections still before their ticket, at most: a relay's legitimate children (--fan-out of
+ * them, 2 by the measurements) dial it only when placed or moved, while anyone who can reach the
+ * port can open connections, each holding a socket and a deadline until it is refused. The excess
+ * is closed at once with 1013 (try again later; a child retries), as the coordinator does
+ * (maxPendingHandshakes).
  */
 export const RELAY_MAX_PENDING = 32;
 
