@@ -44,7 +44,10 @@ export interface LossConfig {
 
 export interface OptimizerConfig {
   name: OptimizerName;
+  /** G's learning rate, and D's unless lrD is set. */
   lr: number;
+  /** D's own learning rate (--lr-d, a two time-scale update rule); absent: lr. Only in configs that set it. */
+  lrD?: number;
   beta1: number;
   beta2: number;
   epsilon: number;
@@ -138,6 +141,7 @@ export function resolveConfig(opts: GanOptions, source: DataSource): GanConfig {
     optimizer: {
       name: optimizerName,
       lr: opts.lr ?? (optimizerName === 'adam' ? 2e-4 : 0.01),
+      ...(opts.lrD !== undefined ? { lrD: opts.lrD } : {}),
       beta1: opts.beta1 ?? optionDefault('beta1'),
       beta2: opts.beta2 ?? optionDefault('beta2'),
       epsilon: 1e-8,
@@ -191,6 +195,7 @@ export function validateConfig(cfg: GanConfig): void {
   }
   check(loss.labelSmoothing >= 0 && loss.labelSmoothing < 0.5, 'BAD_LABEL_SMOOTHING', `--label-smoothing must be in [0, 0.5); got ${loss.labelSmoothing}`);
   check(optimizer.lr > 0 && Number.isFinite(optimizer.lr), 'BAD_LR', `--lr must be a positive number; got ${optimizer.lr}`);
+  if (optimizer.lrD !== undefined) check(optimizer.lrD > 0 && Number.isFinite(optimizer.lrD), 'BAD_LR', `--lr-d must be a positive number; got ${optimizer.lrD}`);
   check(optimizer.beta1 >= 0 && optimizer.beta1 < 1, 'BAD_BETA', `--beta1 must be in [0, 1); got ${optimizer.beta1}`);
   check(optimizer.beta2 >= 0 && optimizer.beta2 < 1, 'BAD_BETA', `--beta2 must be in [0, 1); got ${optimizer.beta2}`);
   check(optimizer.momentum >= 0 && optimizer.momentum < 1, 'BAD_MOMENTUM', `--momentum must be in [0, 1); got ${optimizer.momentum}`);

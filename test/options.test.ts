@@ -106,6 +106,53 @@ describe('--width (mlp2d hidden units)', () => {
   }, HEAVY_TEST_MS);
 });
 
+describe('--lr-d (D\'s own learning rate)', () => {
+  /** D's weights before and after the first phase (a D-step) of a grid25 run with these options. */
+  function firstDStep(opts: Parameters<typeof resolveConfig>[0]): { before: Float32Array; after: Float32Array; hash: () => string; done: () => void } {
+    const t = new LocalTrainer(resolveConfig({ dataset: 'grid25', batchSize: 16, shards: 1, iterations: 2, ...opts }, grid25), grid25);
+    const before = Float32Array.from(t.state.weights.D);
+    t.runPhase();
+    return { before, after: Float32Array.from(t.state.weights.D), hash: () => t.weightsHash(), done: () => t.dispose() };
+  }
+
+  it('moves D by its own rate: equal to --lr changes nothing, 3x --lr moves D 3x as far on Adam\'s first step', () => {
+    const plain = firstDStep({ lr: 1e-3 });
+    const same = firstDStep({ lr: 1e-3, lrD: 1e-3 });
+    const fast = firstDStep({ lr: 1e-3, lrD: 3e-3 });
+    try {
+      expect(Array.from(same.after)).toEqual(Array.from(plain.after));
+      // Adam's first step moves each weight by about lr (m / sqrt(v) = g / |g|): the ratio of the moves is the ratio of the rates.
+      let ratioSum = 0;
+      let n = 0;
+      for (let i = 0; i < plain.after.length; i++) {
+        const d1 = Math.abs(plain.after[i]! - plain.before[i]!);
+        if (d1 < 1e-4) continue; // a zero gradient (an unused unit) moves nothing either way
+        ratioSum += Math.abs(fast.after[i]! - fast.before[i]!) / d1;
+        n++;
+      }
+      expect(n).toBeGreaterThan(100);
+      expect(ratioSum / n).toBeCloseTo(3, 2);
+    } finally {
+      for (const r of [plain, same, fast]) r.done();
+    }
+  }, HEAVY_TEST_MS);
+
+  it('is stored only when given, checked, parsed, and may change on a resume like --lr', () => {
+    expect(resolveConfig({ dataset: 'grid25' }, grid25).optimizer).not.toHaveProperty('lrD');
+    expect(resolveConfig({ dataset: 'grid25', lrD: 4e-4 }, grid25).optimizer.lrD).toBe(4e-4);
+    const err = configError(() => resolveConfig({ dataset: 'grid25', lrD: 0 }, grid25));
+    expect(err.code).toBe('BAD_LR');
+    expect(err.message).toMatch(/--lr-d must be a positive number/);
+    expect(ganOptionsFrom(parseFlags(['--lr-d', '4e-4'], GAN_FLAGS)).lrD).toBe(4e-4);
+    const saved = resolveConfig({ dataset: 'grid25', lr: 1e-3 }, grid25);
+    // Unset, D's rate is --lr's: giving the same value is no change.
+    expect(mergeResumeConfig(saved, { lrD: 1e-3 }).changes).toEqual([]);
+    const merged = mergeResumeConfig(saved, { lrD: 2e-3 });
+    expect(merged.changes).toEqual(['lrD 0.001 -> 0.002']);
+    expect(merged.config.optimizer).toMatchObject({ lr: 1e-3, lrD: 2e-3 });
+  });
+});
+
 /** Filters (or units) of every kernel of a model, in order: a kernel's last axis, but a transposed convolution's kernel is [kh, kw, out, in]. */
 function kernelOutputs(model: ReturnType<typeof buildModels>['g']): number[] {
   return model.trainableWeights

@@ -87,7 +87,7 @@ export class TrainingState {
     this.quantize = quantizerFor(config.train.wire);
     this.optimizers = {
       G: createOptimizer(layout.G.total, config.optimizer),
-      D: createOptimizer(layout.D.total, config.optimizer),
+      D: createOptimizer(layout.D.total, { ...config.optimizer, lr: config.optimizer.lrD ?? config.optimizer.lr }),
     };
     // The average is written where the optimizer reads it without a copy, when it has such a place.
     this.averageOut = { G: this.optimizers.G.gradientBuffer() ?? undefined, D: this.optimizers.D.gradientBuffer() ?? undefined };
