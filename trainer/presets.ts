@@ -90,7 +90,6 @@ export const PRESETS: Record<string, Partial<GanOptions>> = {
     beta2: 0.999,
     labelSmoothing: 0.1,
     gEma: 0.999,
-    // ~15 minutes of coordinator + 2 workers at the bench's 11.5 it/s: IS 6.88, FD 19.2 at 10,000.
     iterations: 10000,
   },
   /**
