@@ -22,7 +22,7 @@ import type { GanConfig } from '../shared/config.ts';
 import type { DataSource } from '../shared/data/types.ts';
 import { ConfigError } from '../shared/errors.ts';
 import { clip, tapLog, type Logger } from '../shared/log.ts';
-import { PROTOCOL_FEATURES, type ByeCode, type WireFormat } from '../shared/protocol.ts';
+import { PROTOCOL_FEATURES, type ByeCode, type ProtocolFeature, type WireFormat } from '../shared/protocol.ts';
 import { GanReplica } from '../shared/replica.ts';
 import { TrainingState, type PhaseSummary, type TrainingSnapshot } from '../trainer/training-state.ts';
 import type { PeriodicEvaluation } from '../trainer/eval/periodic.ts';
@@ -295,11 +295,18 @@ export class Coordinator implements PhaseExecutor {
       }
     }
     session.assumeSpeedOf(this.readyWorkers);
-    // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them;
-    // rows-u8 only where the data set is 8-bit; relay only with sum-chunks (a worker whose sums
-    // are whole, an older build, stays in the star: the tree's relays combine ranges).
+    // Optional features (shared/protocol.ts PROTOCOL_FEATURES) only for workers that listed them.
+    const listed = (f: ProtocolFeature) => session.capabilities.includes(f);
     const rowCodes = this.scheduler.rowCodes();
-    session.enterReady(PROTOCOL_FEATURES.filter((f) => session.capabilities.includes(f) && (f !== 'rows-u8' || rowCodes !== null) && (f !== 'relay' || (this.tree !== null && session.capabilities.includes('sum-chunks'))) && (f !== 'sum-chunks' || this.tree !== null)));
+    const usable: Record<ProtocolFeature, boolean> = {
+      timing: true,
+      // Only where the data set is 8-bit.
+      'rows-u8': rowCodes !== null,
+      // The tree's relays combine ranges: a worker whose sums are whole (an older build) stays in the star.
+      relay: this.tree !== null && listed('sum-chunks'),
+      'sum-chunks': this.tree !== null,
+    };
+    session.enterReady(PROTOCOL_FEATURES.filter((f) => listed(f) && usable[f]));
     this.server.admitted(session);
     const { weights, versions } = this.state;
     session.send({
